@@ -1,3 +1,26 @@
-"""Number Token Loss: a regression-like loss on number tokens for language models."""
+"""Number Token Loss: a regression-like loss on number tokens for language models.
 
-__all__: list[str] = []
+>>> from ntl import NumberVocab, cross_entropy_with_ntl
+>>> vocab = NumberVocab.from_tokenizer(tokenizer)            # doctest: +SKIP
+>>> loss = cross_entropy_with_ntl(logits, labels, vocab)     # doctest: +SKIP
+"""
+
+from ntl.loss import (
+    CrossEntropyWithNTL,
+    NTLoss,
+    cross_entropy_with_ntl,
+    gaussian_number_targets,
+    number_token_loss,
+    predict_numbers,
+)
+from ntl.vocab import NumberVocab
+
+__all__ = [
+    "CrossEntropyWithNTL",
+    "NTLoss",
+    "NumberVocab",
+    "cross_entropy_with_ntl",
+    "gaussian_number_targets",
+    "number_token_loss",
+    "predict_numbers",
+]
