@@ -1,0 +1,107 @@
+"""``--set key=value`` overrides, each value parsed by tyro with the config field's type."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import shlex
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import tyro
+
+__all__ = ["apply_overrides", "config_keys", "parse_seeds"]
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def config_keys(config_class: type, prefix: str = "") -> dict[str, Any]:
+    """Every settable key of a config dataclass (nested ones dotted) -> its type."""
+    hints = typing.get_type_hints(config_class)
+    keys: dict[str, Any] = {}
+    for f in dataclasses.fields(config_class):
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            keys.update(config_keys(tp, f"{prefix}{f.name}."))
+        else:
+            keys[f"{prefix}{f.name}"] = tp
+    return keys
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _parse_one(config: Any, key: str, value: str, tp: Any) -> Any:
+    tokens = shlex.split(value) if value.strip() else [value]
+    if tp is bool:
+        low = value.strip().lower()
+        if low not in _TRUE | _FALSE:
+            raise ValueError(f"--set {key}={value!r}: expected a bool (true/false)")
+        tokens = ["True" if low in _TRUE else "False"]
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+            return tyro.cli(
+                type(config),
+                default=config,
+                args=[f"--{key}", *tokens],
+                config=(tyro.conf.FlagConversionOff,),
+                console_outputs=False,
+                add_help=False,
+            )
+    except SystemExit:
+        choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else ()
+        hint = f" (one of {', '.join(map(repr, choices))})" if choices else ""
+        raise ValueError(f"--set {key}={value!r}: cannot parse as {_type_name(tp)}{hint}") from None
+
+
+def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
+    """A copy of ``config`` with ``key=value`` overrides applied (``config`` is not mutated).
+
+    Unknown keys raise a ValueError that lists the valid keys; ``seed`` is set by ``--seeds``.
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
+    keys = config_keys(type(config))
+    parsed: list[tuple[str, str]] = []
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in keys:
+            raise ValueError(
+                f"unknown config key {key!r} for {type(config).__name__}; valid keys: "
+                + ", ".join(sorted(keys))
+            )
+        if key == "seed":
+            raise ValueError("--set seed=... is not allowed; choose seeds with --seeds")
+        parsed.append((key, value))
+    out = dataclasses.replace(config)  # a copy; tyro builds new objects below
+    for key, value in parsed:
+        out = _parse_one(out, key, value, keys[key])
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"0,3,5"`` or ``"0-2,7"`` -> sorted distinct seeds."""
+    seeds: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(p) for p in part.split("-", 1))
+                if lo > hi:
+                    raise ValueError
+                seeds.update(range(lo, hi + 1))
+            else:
+                seeds.add(int(part))
+        except ValueError:
+            raise ValueError(f"--seeds: cannot parse {text!r} (use e.g. 0-9 or 0,3,5)") from None
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds must be >= 0, got {text!r}")
+    return sorted(seeds)

@@ -1,0 +1,246 @@
+"""Execute runs inside a worker: one run, or a group of seeds trained together by ``run_many``.
+
+This module is what a worker process (or a Ray task) imports; everything it receives is a
+picklable :class:`Batch`. It owns the run folder while the run is alive: it writes
+``config.json``, appends rows to ``metrics.jsonl`` (dropping rows a resumed experiment yields
+again), mirrors them to TensorBoard when available, and writes ``summary.json`` at the end.
+An exception inside the experiment is recorded (status ``failed`` with its traceback) and
+returned, never raised: the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from repro.registry import ExperimentSpec, LoadedExperiment, config_to_json, load_experiment
+from repro.storage import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    MetricsWriter,
+    atomic_write_json,
+    json_equal,
+    read_json,
+)
+
+__all__ = ["Batch", "ConfigMismatchError", "RunResult", "RunTask", "check_config", "execute_batch"]
+
+
+class ConfigMismatchError(ValueError):
+    """A run folder already holds a run of a different config."""
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One (config, seed) run: the resolved config (its ``seed`` set) and its folder."""
+
+    config_name: str
+    config: Any
+    run_dir: Path
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one worker executes: a single run, or several trained together by ``run_many``."""
+
+    spec: ExperimentSpec
+    tasks: tuple[RunTask, ...]
+    group: bool = False
+    threads: int = 1
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class RunResult:
+    experiment: str
+    config_name: str
+    seed: int
+    run_dir: str
+    status: Literal["finished", "failed", "skipped"]
+    rows: int = 0
+    wall_time_s: float = 0.0
+    error: str = ""
+
+
+class _Scalars(Protocol):
+    def add_scalar(self, tag: str, value: float, step: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def check_config(run_dir: Path, config_json: Mapping[str, Any]) -> bool:
+    """Whether ``run_dir`` already has a ``config.json``; raise if it differs from ``config_json``."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        return False
+    stored = read_json(path)
+    if not json_equal(stored, dict(config_json)):
+        diff = sorted(
+            k
+            for k in set(stored) | set(config_json)
+            if not json_equal(stored.get(k), config_json.get(k))
+        )
+        details = ", ".join(f"{k}: {stored.get(k)!r} -> {config_json.get(k)!r}" for k in diff)
+        raise ConfigMismatchError(
+            f"{run_dir} holds a run of a different config ({details}); "
+            "use another --out folder or remove that run folder"
+        )
+    return True
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _open_tensorboard(run_dir: Path) -> _Scalars | None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    writer: _Scalars = SummaryWriter(log_dir=str(run_dir))
+    return writer
+
+
+class _Member:
+    """The open files of one run while it executes."""
+
+    def __init__(self, experiment: str, task: RunTask, tensorboard: bool) -> None:
+        self.experiment = experiment
+        self.task = task
+        run_dir = Path(task.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_json = config_to_json(task.config)
+        if not check_config(run_dir, config_json):
+            atomic_write_json(run_dir / CONFIG_FILE, config_json)
+        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a failed run being retried
+        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.resumed_from = self.metrics.last_step
+        self.tb = _open_tensorboard(run_dir) if tensorboard else None
+        self.start = time.perf_counter()
+        self.started_at = _now()
+
+    def add(self, row: Mapping[str, Any]) -> bool:
+        if not self.metrics.append(row):
+            return False
+        if self.tb is not None:
+            step = int(row["step"])
+            for key, value in row.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.tb.add_scalar(key, float(value), step)
+        return True
+
+    def finish(self, error: BaseException | None) -> RunResult:
+        self.metrics.close()
+        if self.tb is not None:
+            self.tb.close()
+        wall = time.perf_counter() - self.start
+        status: Literal["finished", "failed"] = "finished" if error is None else "failed"
+        summary: dict[str, Any] = {
+            "status": status,
+            "experiment": self.experiment,
+            "config": self.task.config_name,
+            "seed": self.task.seed,
+            "last_step": self.metrics.last_step,
+            "rows": self.metrics.rows,
+            "resumed_from_step": self.resumed_from,
+            "started_at": self.started_at,
+            "finished_at": _now(),
+            "wall_time_s": round(wall, 3),
+            "final": self.metrics.final,
+        }
+        message = ""
+        if error is not None:
+            message = f"{type(error).__name__}: {error}"
+            summary["error"] = message
+            summary["traceback"] = "".join(
+                traceback.format_exception(type(error), error, error.__traceback__)
+            )
+        atomic_write_json(Path(self.task.run_dir) / SUMMARY_FILE, summary)
+        return RunResult(
+            self.experiment,
+            self.task.config_name,
+            self.task.seed,
+            str(self.task.run_dir),
+            status,
+            self.metrics.rows,
+            wall,
+            message,
+        )
+
+
+def _set_threads(threads: int) -> None:
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+
+
+def _failed_all(batch: Batch, error: BaseException) -> list[RunResult]:
+    """Results for a batch that could not even start (e.g. its module failed to import)."""
+    message = f"{type(error).__name__}: {error}"
+    return [
+        RunResult(batch.spec.name, t.config_name, t.seed, str(t.run_dir), "failed", error=message)
+        for t in batch.tasks
+    ]
+
+
+def _run_single(
+    exp: LoadedExperiment, batch: Batch, on_row: Callable[[], None] | None
+) -> list[RunResult]:
+    results = []
+    for task in batch.tasks:
+        member = _Member(batch.spec.name, task, batch.tensorboard)
+        error: Exception | None = None
+        try:
+            for row in exp.run(task.config, Path(task.run_dir)):
+                if member.add(row) and on_row is not None:
+                    on_row()
+        except Exception as e:
+            error = e
+        results.append(member.finish(error))
+    return results
+
+
+def _run_group(
+    exp: LoadedExperiment, batch: Batch, on_row: Callable[[], None] | None
+) -> list[RunResult]:
+    assert exp.run_many is not None
+    members = [_Member(batch.spec.name, t, batch.tensorboard) for t in batch.tasks]
+    error: Exception | None = None
+    try:
+        rows: Iterator[tuple[int, Mapping[str, Any]]] = exp.run_many(
+            [t.config for t in batch.tasks], [Path(t.run_dir) for t in batch.tasks]
+        )
+        for index, row in rows:
+            if not 0 <= index < len(members):
+                raise ValueError(f"run_many yielded member index {index} of {len(members)}")
+            if members[index].add(row) and on_row is not None:
+                on_row()
+    except Exception as e:
+        error = e
+    return [m.finish(error) for m in members]
+
+
+def execute_batch(batch: Batch, on_row: Callable[[], None] | None = None) -> list[RunResult]:
+    """Run every task of ``batch`` (in this process) and return one result per task."""
+    _set_threads(batch.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(batch.threads))
+    try:
+        exp = load_experiment(batch.spec)
+        if batch.group and exp.run_many is None:
+            raise ValueError(f"experiment {batch.spec.name!r} has no run_many; drop --group-seeds")
+    except Exception as e:
+        return _failed_all(batch, e)
+    if batch.group:
+        return _run_group(exp, batch, on_row)
+    return _run_single(exp, batch, on_row)
