@@ -53,7 +53,7 @@ class RunCmd:
     workers: int | None = None
     """Parallel runs (default: the number of CPU cores); torch threads per run = cores // workers."""
     ray_address: str | None = None
-    """Address of an existing Ray cluster (default: start a local Ray on loopback)."""
+    """Address of an existing Ray cluster (default: start a single-node Ray on this machine)."""
     group_seeds: bool = False
     """Train all seeds of a config together in one process (the experiment's run_many)."""
     tensorboard: bool = True
@@ -86,7 +86,12 @@ class QuickCmd:
     """Print the plan and exit."""
 
 
-_COMMANDS: dict[str, Callable[..., Any]] = {"list": ListCmd, "run": RunCmd, "report": ReportCmd, "quick": QuickCmd}
+_COMMANDS: dict[str, Callable[..., Any]] = {
+    "list": ListCmd,
+    "run": RunCmd,
+    "report": ReportCmd,
+    "quick": QuickCmd,
+}
 
 
 def _split_multi(argv: list[str]) -> list[str]:

@@ -1,7 +1,7 @@
 """Sweeps: plan the (config, seed) runs, skip finished ones, execute the rest on a backend.
 
 Backends: ``local`` (a process pool with the spawn context; in this process when
-``workers == 1``) and ``ray`` (each batch a Ray task; a local Ray on loopback, or an existing
+``workers == 1``) and ``ray`` (each batch a Ray task; a single-node Ray started here, or an existing
 cluster by address). Ray does the scheduling; there is no scheduler of our own here.
 """
 
@@ -11,6 +11,7 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,14 @@ from repro.registry import config_to_json, get_spec, load_experiment
 from repro.runner import Batch, RunResult, RunTask, check_config, execute_batch
 from repro.storage import run_dir_for, run_state
 
-__all__ = ["SweepPlan", "SweepResult", "plan_sweep", "run_sweep"]
+__all__ = [
+    "SweepPlan",
+    "SweepResult",
+    "default_threads",
+    "plan_sweep",
+    "run_sweep",
+    "start_local_ray",
+]
 
 Backend = Literal["local", "ray"]
 
@@ -181,6 +189,23 @@ def _run_local(batches: list[Batch], workers: int, progress: _Progress) -> list[
     return results
 
 
+def start_local_ray(num_cpus: int) -> None:
+    """Start a single-node Ray on this machine (no dashboard); its workers get this ``sys.path``.
+
+    (Ray itself resolves a loopback node address to the machine's address, so none is passed.)
+    """
+    import ray
+
+    path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+
+
 def _run_ray(
     batches: list[Batch], workers: int, address: str | None, progress: _Progress
 ) -> list[RunResult]:
@@ -193,13 +218,7 @@ def _run_ray(
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(
-                num_cpus=workers,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            start_local_ray(workers)
         started = True
     results: list[RunResult] = []
     try:

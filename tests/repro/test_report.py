@@ -1,0 +1,146 @@
+"""The report on a synthetic runs folder with known numbers equals a hand computation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repro.aggregate import (
+    eval_tables,
+    load_runs,
+    mean_std,
+    rl_table,
+    rolling_mean,
+    seed_curves_on_grid,
+    steps_to_solve,
+)
+from repro.cli import main
+from repro.storage import atomic_write_json, run_dir_for
+
+
+def _write_run(
+    out: Path,
+    exp: str,
+    config: str,
+    seed: int,
+    rows: list[dict[str, float | int]],
+    final: dict[str, float | int],
+    status: str | None = "finished",
+) -> None:
+    d = run_dir_for(out, exp, config, seed)
+    atomic_write_json(d / "config.json", {"seed": seed, "name": config})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if status is not None:
+        atomic_write_json(d / "summary.json", {"status": status, "final": final, "error": "boom"})
+
+
+def _cartpole_rows(segments: list[tuple[int, int]]) -> list[dict[str, float | int]]:
+    """Episodes given as (count, return); an episode's length equals its return."""
+    rows, step, episode = [], 0, 0
+    for count, ret in segments:
+        for _ in range(count):
+            step += ret
+            episode += 1
+            rows.append({"step": step, "episode": episode, "charts/episodic_return": ret})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    acc = {("ce", 0): 0.5, ("ce", 1): 0.6, ("ce", 2): 0.7, ("ntl-was", 0): 0.8, ("ntl-was", 1): 0.9}
+    for (config, seed), a in acc.items():
+        final = {
+            "step": 10,
+            "eval/interpolate/accuracy": a,
+            "eval/interpolate/mae": 10 * a,
+            "eval/extrapolate/accuracy": a / 2,
+            "eval/interpolate/arithmetic__mul/accuracy": a,
+            "eval/interpolate/note": "text values are ignored",
+        }
+        rows = [{"step": s, "losses/total": 1.0 / s + seed} for s in range(1, 11)]
+        _write_run(out, "ntl-arith", config, seed, rows, final)
+    # a failed and an interrupted run: listed, excluded from the numbers
+    bad = {"step": 1, "eval/interpolate/accuracy": 0.0}
+    _write_run(out, "ntl-arith", "ntl-was", 2, [{"step": 1}], bad, status="failed")
+    _write_run(out, "ntl-arith", "ntl-was", 3, [{"step": 1}], bad, status=None)
+    # seed 0: 100 episodes of 10, then 100 of 500; seed 1: 150 of 20, then 100 of 400.
+    seed0 = _cartpole_rows([(100, 10), (100, 500)])
+    seed1 = _cartpole_rows([(150, 20), (100, 400)])
+    _write_run(out, "qa2c-cartpole", "HA2Q", 0, seed0, {"params/total": 66})
+    _write_run(out, "qa2c-cartpole", "HA2Q", 1, seed1, {"params/total": 66})
+    return out
+
+
+def test_eval_table_equals_hand_computation(runs: Path) -> None:
+    tables = eval_tables(load_runs(runs))["ntl-arith"]
+    ce, was = tables["interpolate"]["ce"], tables["interpolate"]["ntl-was"]
+    assert ce["accuracy"].n == 3 and was["accuracy"].n == 2
+    assert ce["accuracy"].mean == pytest.approx(0.6)
+    assert ce["accuracy"].std == pytest.approx(0.1)  # sqrt((0.01 + 0 + 0.01) / 2)
+    assert was["accuracy"].mean == pytest.approx(0.85)
+    assert was["accuracy"].std == pytest.approx(math.sqrt(2 * 0.05**2))
+    assert ce["mae"].mean == pytest.approx(6.0) and ce["mae"].std == pytest.approx(1.0)
+    assert tables["extrapolate"]["ce"]["accuracy"].mean == pytest.approx(0.3)
+    assert tables["interpolate/arithmetic__mul"]["ntl-was"]["accuracy"].mean == pytest.approx(0.85)
+    assert "note" not in ce
+
+
+def test_rl_table_equals_hand_computation(runs: Path) -> None:
+    (row,) = rl_table([r for r in load_runs(runs) if r.status == "finished"])
+    assert (row.config, row.seeds, row.params) == ("HA2Q", 2, 66.0)
+    # seed 0: first 500 at 100*10 + 500; MA100 >= 475 needs 95 episodes of 500:
+    # (95*500 + 5*10)/100 = 475.5, at step 1000 + 95*500. Seed 1 never gets there.
+    assert (row.reached_500, row.median_first_500) == (1, 1500.0)
+    assert (row.solved, row.median_solved) == (1, 1000.0 + 95 * 500)
+    assert row.final_ma100.mean == pytest.approx(450.0)
+    assert row.final_ma100.std == pytest.approx(math.sqrt(2 * 50.0**2))
+    assert row.max_step == 1000 + 100 * 500
+
+
+def test_report_markdown_and_plots(runs: Path, tmp_path: Path) -> None:
+    assert main(["report", str(runs), "-o", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| ce | 3 | 0.6 ± 0.1 | 6 ± 1 |" in text
+    assert "| ntl-was | 2 | 0.85 ± 0.071 | 8.5 ± 0.71 |" in text
+    assert "| ntl-arith | ntl-was | 0,1,2,3 | 2 | 1 | 1 |" in text
+    assert "ntl-arith/ntl-was/seed-2: boom" in text
+    assert "| HA2Q | 2 | 1,500 | 1/2 | 48,500 | 1/2 | 450 ± 71 | 51,000 | 66 |" in text
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert pngs == ["ntl-arith_losses.png", "qa2c-cartpole_rewards.png"]
+    assert all((tmp_path / "rep" / p).stat().st_size > 5000 for p in pngs)
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path)]) == 2  # exists but holds no runs
+
+
+def test_rolling_mean_and_solve_against_loops() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 501, size=300).astype(float)
+    for window in (1, 7, 150):
+        naive = [values[max(0, i - window + 1) : i + 1].mean() for i in range(len(values))]
+        np.testing.assert_allclose(rolling_mean(values, window), naive)
+    with pytest.raises(ValueError, match="window"):
+        rolling_mean(values, 0)
+    steps = np.cumsum(np.maximum(values, 1))
+    returns = np.concatenate([values[:150], np.full(150, 500.0)])
+    first, solved = steps_to_solve(steps, returns)
+    i500 = next(i for i, r in enumerate(returns) if r >= 500)
+    isolve = next(i for i in range(99, 300) if returns[i - 99 : i + 1].mean() >= 475)
+    assert (first, solved) == (steps[i500], steps[isolve])
+
+
+def test_seed_curves_on_grid_and_mean_std() -> None:
+    curves = [(np.array([1.0, 3.0]), np.array([10.0, 30.0])), (np.array([2.0]), np.array([5.0]))]
+    got = seed_curves_on_grid(curves, np.array([0.0, 1.0, 2.0, 3.0, 4.0]))
+    nan = np.nan
+    np.testing.assert_array_equal(got, [[nan, 10, 10, 30, nan], [nan, nan, 5, nan, nan]])
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
+    m, s, n = mean_std([4.0])
+    assert (m, n) == (4.0, 1) and math.isnan(s)
