@@ -106,7 +106,11 @@ class NumberVocab:
         self, token_ids: Iterable[int] | Tensor, values: Iterable[float] | Tensor, vocab_size: int
     ) -> None:
         ids = torch.as_tensor(token_ids if isinstance(token_ids, Tensor) else list(token_ids))
-        vals = torch.as_tensor(values if isinstance(values, Tensor) else list(values))
+        vals = (
+            values
+            if isinstance(values, Tensor)
+            else torch.as_tensor([float(v) for v in values], dtype=torch.float64)
+        )
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
             raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
         if ids.dim() != 1 or vals.dim() != 1 or ids.shape != vals.shape:
@@ -119,7 +123,7 @@ class NumberVocab:
         if ids.is_floating_point() or ids.dtype == torch.bool:
             raise TypeError(f"token_ids must be integers, got dtype {ids.dtype}")
         vals = vals.detach().to(
-            "cpu", torch.float32 if not vals.is_floating_point() else vals.dtype
+            "cpu", torch.float64 if not vals.is_floating_point() else vals.dtype
         )
         ids = ids.detach().to("cpu", torch.long)
         if not bool(torch.isfinite(vals).all()):
