@@ -18,12 +18,14 @@ returned in the logits dtype. Double backward is not supported and raises ``Runt
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ntl._validate import check_loss_options, check_num_items
+from ntl._validate import check_logits_labels, check_loss_options, check_num_items
 
 __all__ = ["fused_cross_entropy_with_ntl"]
 
@@ -72,10 +74,13 @@ class LabelPlan:
     ce_scale: Tensor  # () compute dtype: 1 or 1 / CE denominator
 
 
-def _as_count(value: int | float | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
-    if isinstance(value, Tensor):
-        return value.detach().reshape(()).to(device=device, dtype=dtype)
-    return torch.tensor(float(value), device=device, dtype=dtype)
+def _denominator(
+    override: int | float | Tensor | None, count: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """The divisor of a "mean": the override if given, else ``count``; 0 becomes 1 (the sum is 0)."""
+    value = count if override is None else override
+    value = torch.as_tensor(value).detach().reshape(()).to(device=count.device, dtype=dtype)
+    return torch.where(value > 0, value, torch.ones_like(value))
 
 
 def plan_labels(
@@ -100,26 +105,16 @@ def plan_labels(
     rows = torch.nonzero(col >= 0).reshape(-1)  # (M,) sorted
     cols = col[rows]
     targets = values.to(device=device, dtype=dtype)[cols]
-    n_valid = valid.sum().to(dtype)
     one = torch.ones((), device=device, dtype=dtype)
     if opts.reduction == "mean":
-        ce_den = (
-            n_valid if num_items_in_batch is None else _as_count(num_items_in_batch, device, dtype)
-        )
+        n_valid = valid.sum()
+        ce_den = _denominator(num_items_in_batch, n_valid, dtype)
         if opts.normalize_by == "number_tokens":
-            if num_number_items_in_batch is None:
-                ntl_den = torch.tensor(float(rows.numel()), device=device, dtype=dtype)
-            else:
-                ntl_den = _as_count(num_number_items_in_batch, device, dtype)
+            ntl_den = _denominator(num_number_items_in_batch, torch.tensor(rows.numel()), dtype)
         else:
             ntl_den = ce_den
         ce_scale = one / ce_den
-        # A batch without number tokens has an NTL sum of exactly 0: keep 0 / 0 out of the graph.
-        ntl_scale = (
-            opts.ntl_weight / ntl_den.clamp_min(1)
-            if rows.numel() == 0
-            else opts.ntl_weight / ntl_den
-        )
+        ntl_scale = opts.ntl_weight / ntl_den
     else:
         ce_scale = one
         ntl_scale = one * opts.ntl_weight
@@ -291,8 +286,8 @@ class _FusedCrossEntropyNTL(torch.autograd.Function):
     """Autograd wrapper: the gradient is prepared in forward and scaled in backward."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         logits: Tensor,
         plan: LabelPlan,
         token_ids: Tensor,
@@ -302,53 +297,53 @@ class _FusedCrossEntropyNTL(torch.autograd.Function):
     ) -> Tensor:
         flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
         ce_rows, ntl_rows, grad = _fused_pass(flat, plan, token_ids, values, opts, chunk_rows, True)
-        ctx.grad_buffer = grad  # type: ignore[attr-defined]
-        ctx.reduction = opts.reduction  # type: ignore[attr-defined]
-        ctx.logits_shape = logits.shape  # type: ignore[attr-defined]
+        ctx.save_for_backward(logits)
+        ctx.grad_buffer = grad
+        ctx.args = (plan, token_ids, values, opts, chunk_rows)
         return combine_loss(ce_rows, ntl_rows, plan, opts, logits.shape[:-1])
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError(
                 "the fused cross-entropy + NTL does not support double backward (create_graph=True); "
                 "use the reference path (fused=False) for higher-order gradients"
             )
-        grad: Tensor | None = ctx.grad_buffer  # type: ignore[attr-defined]
-        if grad is None:
-            raise RuntimeError(
-                "the fused cross-entropy + NTL gradient was already consumed by an earlier backward; "
-                "backward twice through it (retain_graph=True) is not supported, use fused=False"
-            )
-        ctx.grad_buffer = None  # type: ignore[attr-defined]  # free it as soon as autograd is done
-        if ctx.reduction == "none":  # type: ignore[attr-defined]
+        (logits,) = ctx.saved_tensors
+        grad: Tensor | None = ctx.grad_buffer
+        ctx.grad_buffer = None  # hand the buffer over: autograd may keep it as .grad without a copy
+        if grad is None:  # a second backward through a retained graph: prepare the gradient again
+            flat = logits.detach().reshape(-1, logits.shape[-1])
+            grad = _fused_pass(flat, *ctx.args, True)[2]
+            assert grad is not None
+        if ctx.args[3].reduction == "none":
             grad.mul_(grad_output.reshape(-1, 1))
         elif not bool(grad_output == 1):
             grad.mul_(grad_output)
-        return grad.view(ctx.logits_shape), None, None, None, None, None  # type: ignore[attr-defined]
+        return grad.view(logits.shape), None, None, None, None, None
 
 
-def check_tensor_args(
-    labels: Tensor, token_ids: Tensor, values: Tensor, expected_shape: torch.Size
-) -> None:
-    """Cheap shape and dtype checks for direct calls (the public API validates fully)."""
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(
-            f"labels must be an integer tensor, got {getattr(labels, 'dtype', type(labels))}"
-        )
-    if tuple(labels.shape) != tuple(expected_shape):
+def check_number_tokens(token_ids: object, values: object, vocab_size: int) -> None:
+    """Check the number-token tensors of a direct call: (K,) integer ids in [0, V), (K,) values."""
+    if (
+        not isinstance(token_ids, Tensor)
+        or token_ids.is_floating_point()
+        or token_ids.dtype == torch.bool
+    ):
+        raise TypeError(f"token_ids must be an integer tensor, got {type(token_ids).__name__}")
+    if token_ids.dim() != 1 or token_ids.numel() == 0:
         raise ValueError(
-            f"labels must have shape {tuple(expected_shape)}, got {tuple(labels.shape)}"
+            f"token_ids must be a non-empty 1-D tensor, got shape {tuple(token_ids.shape)}"
         )
-    if not isinstance(token_ids, Tensor) or token_ids.dim() != 1 or token_ids.numel() == 0:
+    if not isinstance(values, Tensor) or not values.is_floating_point():
+        raise TypeError(f"values must be a floating tensor, got {type(values).__name__}")
+    if tuple(values.shape) != tuple(token_ids.shape):
         raise ValueError(
-            f"token_ids must be a non-empty 1-D tensor, got {getattr(token_ids, 'shape', token_ids)}"
+            f"values must have the shape of token_ids {tuple(token_ids.shape)}, got {tuple(values.shape)}"
         )
-    if not isinstance(values, Tensor) or tuple(values.shape) != tuple(token_ids.shape):
+    if int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab_size:
         raise ValueError(
-            f"values must have the shape of token_ids {tuple(token_ids.shape)}, got {getattr(values, 'shape', values)}"
+            f"token_ids must lie in [0, {vocab_size}), got min {int(token_ids.min())} and max {int(token_ids.max())}"
         )
 
 
@@ -367,16 +362,14 @@ def check_options(
     check_loss_options(kind, reduction, normalize_by, huber_delta)
     check_num_items("num_items_in_batch", num_items_in_batch)
     check_num_items("num_number_items_in_batch", num_number_items_in_batch)
-    if (
-        isinstance(ntl_weight, bool)
-        or not isinstance(ntl_weight, int | float)
-        or not ntl_weight == ntl_weight
+    for name, value, upper in (
+        ("ntl_weight", ntl_weight, math.inf),
+        ("label_smoothing", label_smoothing, 1.0),
     ):
-        raise TypeError(f"ntl_weight must be a real number, got {ntl_weight!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, int | float):
-        raise TypeError(f"label_smoothing must be a float, got {label_smoothing!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+        if not (0 <= value <= upper and math.isfinite(value)):
+            raise ValueError(f"{name} must be finite and in [0, {upper}], got {value!r}")
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
@@ -410,11 +403,10 @@ def fused_cross_entropy_with_ntl(
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
     """
-    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() < 1:
-        raise TypeError(
-            f"logits must be a floating tensor (..., V), got {getattr(logits, 'dtype', type(logits))}"
-        )
-    check_tensor_args(labels, token_ids, values, logits.shape[:-1])
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    check_logits_labels(logits, labels, logits.shape[-1], ignore_index)
+    check_number_tokens(token_ids, values, logits.shape[-1])
     check_options(
         kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
         num_items_in_batch, num_number_items_in_batch, chunk_size,
@@ -442,7 +434,7 @@ def fused_cross_entropy_with_ntl(
     )
     rows = chunk_size if chunk_size is not None else default_chunk_rows(vocab)
     if logits.requires_grad and torch.is_grad_enabled():
-        return _FusedCrossEntropyNTL.apply(logits, plan, token_ids, values, opts, rows)  # type: ignore[no-any-return]
+        return _FusedCrossEntropyNTL.apply(logits, plan, token_ids, values, opts, rows)
     flat = logits.detach().reshape(-1, vocab)
     ce_rows, ntl_rows, _ = _fused_pass(flat, plan, token_ids, values, opts, rows, False)
     return combine_loss(ce_rows, ntl_rows, plan, opts, labels.shape)
