@@ -314,7 +314,8 @@ class _FusedCrossEntropyNTL(torch.autograd.Function):
         ctx.grad_buffer = None  # hand the buffer over: autograd may keep it as .grad without a copy
         if grad is None:  # a second backward through a retained graph: prepare the gradient again
             flat = logits.detach().reshape(-1, logits.shape[-1])
-            grad = _fused_pass(flat, *ctx.args, True)[2]
+            plan, token_ids, values, opts, chunk_rows = ctx.args
+            grad = _fused_pass(flat, plan, token_ids, values, opts, chunk_rows, True)[2]
             assert grad is not None
         if ctx.args[3].reduction == "none":
             grad.mul_(grad_output.reshape(-1, 1))
