@@ -1,3 +1,5 @@
 """Quantum Advantage Actor-Critic: a batched differentiable circuit simulator and A2C agents."""
 
-__all__: list[str] = []
+from qa2c.vqc import VQC
+
+__all__: list[str] = ["VQC"]

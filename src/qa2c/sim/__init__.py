@@ -1,0 +1,16 @@
+"""Batched differentiable statevector simulation in pure PyTorch."""
+
+from qa2c.sim.diagnostics import dead_parameters, gate_sequence
+from qa2c.sim.noise import NoiseModel
+from qa2c.sim.spec import ENCODINGS, ENTANGLERS, LAYER_ORDERS, CircuitSpec, entangler_gates
+
+__all__ = [
+    "ENCODINGS",
+    "ENTANGLERS",
+    "LAYER_ORDERS",
+    "CircuitSpec",
+    "NoiseModel",
+    "dead_parameters",
+    "entangler_gates",
+    "gate_sequence",
+]

@@ -1,0 +1,311 @@
+"""``qa2c.VQC``: the layered variational quantum circuit of the QA2C paper and its relatives."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from qa2c.sim import fused
+from qa2c.sim.diagnostics import dead_parameters as _dead_parameters
+from qa2c.sim.diagnostics import output_range as _output_range
+from qa2c.sim.noise import NoiseModel, evaluate_noisy
+from qa2c.sim.shift import parameter_shift
+from qa2c.sim.spec import CircuitSpec, build_tables
+
+BACKENDS = ("torch", "pennylane")
+GRADIENTS = ("backprop", "parameter_shift")
+
+
+class VQC(nn.Module):
+    """A layered variational quantum circuit returning ⟨Z_i⟩ of the measured wires.
+
+    Circuit: encoding RX gates (``encoding``; before every layer if ``reupload``), then ``n_layers``
+    layers of [entangler → per-wire rotations ``rotations``] (``layer_order="entangler_first"``, the
+    QA2C paper) or [rotations → entangler]. Readout ⟨Z_i⟩ for i in ``measure``, each in [-1, 1].
+
+    Args:
+        n_qubits: number of wires.
+        n_layers: number of variational layers.
+        encoding: ``"cartpole_paper"`` — RX(π·x0/4.8), RX(2·atan x1), RX(π·x2/0.418), RX(2·atan x3) on
+            wires 0..3 (n_inputs = 4); ``"angle"`` — RX(x_i) on wire i.
+        rotations: the per-wire rotation gates of a layer, applied left to right, a string over
+            X/Y/Z: ``"ZYZ"`` (the paper: RZ, RY, RZ = PennyLane's Rot), ``"XYZ"``, ``"Y"``, ``"XY"``, ….
+            Weights have shape (n_qubits, n_layers, len(rotations)).
+        entangler: ``"cnot_ring"``, ``"cnot_chain"``, ``"cz_ring"``, ``"cz_chain"``, ``"cnot_all"``
+            (CNOT(i→j) for every i < j) or ``"none"``; see ``qa2c.sim.spec.entangler_gates``.
+        measure: wires whose ⟨Z⟩ is returned, in this order (default: all).
+        reupload: repeat the encoding before every layer (data re-uploading).
+        input_scaling: trainable input weights λ of shape (n_enc, n_inputs), n_enc = n_layers if
+            reupload else 1, initialised to 1; the encoding of block e sees λ[e, i]·x_i.
+        backend: ``"torch"`` (this package's fused simulator) or ``"pennylane"`` (optional extra).
+        dtype: float32 or float64 (the state is complex64 / complex128).
+        n_inputs: number of input features (default 4 for cartpole_paper, else n_qubits);
+            input i is encoded on wire i.
+        layer_order: ``"entangler_first"`` or ``"rotations_first"``.
+        device: PennyLane device name for backend="pennylane" (any installed device).
+        shots: None for exact expectations, or the number of measurement shots per circuit
+            execution (expectations are then sample means; seeded by ``seed``).
+        depolarizing: probability p of a single-qubit depolarising channel on every wire after
+            every layer (exact density-matrix simulation; see ``qa2c.sim.noise``).
+        readout_error: probability q that a measured bit is flipped (symmetric).
+        gradient: ``"backprop"`` (autograd through the simulator) or ``"parameter_shift"``.
+        seed: seed of the shot-sampling generator.
+    """
+
+    def __init__(
+        self,
+        n_qubits: int = 4,
+        n_layers: int = 2,
+        encoding: str = "cartpole_paper",
+        rotations: str = "ZYZ",
+        entangler: str = "cnot_ring",
+        measure: tuple[int, ...] | list[int] | None = None,
+        reupload: bool = False,
+        input_scaling: bool = False,
+        backend: str = "torch",
+        dtype: torch.dtype = torch.float32,
+        *,
+        n_inputs: int | None = None,
+        layer_order: str = "entangler_first",
+        device: str = "default.qubit",
+        shots: int | None = None,
+        depolarizing: float = 0.0,
+        readout_error: float = 0.0,
+        gradient: str = "backprop",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_inputs is None:
+            n_inputs = 4 if encoding == "cartpole_paper" else n_qubits
+        if measure is None:
+            measure = tuple(range(n_qubits)) if isinstance(n_qubits, int) else ()
+        if not isinstance(measure, (tuple, list)):
+            raise ValueError(f"measure must be a tuple of wire indices, got {measure!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if not isinstance(reupload, bool) or not isinstance(input_scaling, bool):
+            raise ValueError(
+                f"reupload and input_scaling must be bools, got {reupload!r}, {input_scaling!r}"
+            )
+        self.spec = CircuitSpec(
+            n_qubits=n_qubits,
+            n_layers=n_layers,
+            n_inputs=n_inputs,
+            encoding=encoding,
+            rotations=rotations,
+            entangler=entangler,
+            measure=tuple(measure),
+            reupload=reupload,
+            layer_order=layer_order,
+        )
+        self.noise = NoiseModel(
+            shots=shots, depolarizing=depolarizing, readout_error=readout_error, seed=seed
+        )
+        self.backend, self.gradient = backend, gradient
+        self.input_scaling = input_scaling
+        self._tables = build_tables(self.spec)
+        self._consts: dict[tuple[torch.device, torch.dtype], fused.Consts] = {}
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._pennylane: Any = None
+        if backend == "pennylane":
+            from qa2c.pennylane_backend import PennyLaneCircuit
+
+            self._pennylane = PennyLaneCircuit(
+                self.spec, self.noise, device=device, gradient=gradient
+            )
+        self.weights = nn.Parameter(
+            torch.rand(n_qubits, n_layers, self.spec.n_rot, dtype=dtype) * (2 * math.pi)
+        )  # (n, L, k), w[wire, layer, k]
+        self.input_weights: nn.Parameter | None = (
+            nn.Parameter(torch.ones(self.spec.n_enc, n_inputs, dtype=dtype))
+            if input_scaling
+            else None
+        )  # (n_enc, n_inputs)
+        self.circuit_calls = 0
+        self.validate = True
+
+    # -- public properties -------------------------------------------------------------------
+    @property
+    def n_qubits(self) -> int:
+        return self.spec.n_qubits
+
+    @property
+    def n_layers(self) -> int:
+        return self.spec.n_layers
+
+    @property
+    def n_inputs(self) -> int:
+        return self.spec.n_inputs
+
+    @property
+    def measure(self) -> tuple[int, ...]:
+        return self.spec.measure
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (
+            f"n_qubits={s.n_qubits}, n_layers={s.n_layers}, encoding={s.encoding!r}, "
+            f"rotations={s.rotations!r}, entangler={s.entangler!r}, measure={s.measure}, "
+            f"reupload={s.reupload}, input_scaling={self.input_scaling}, backend={self.backend!r}"
+        )
+
+    def reset_circuit_calls(self) -> int:
+        """Set ``circuit_calls`` to 0 and return its previous value."""
+        calls, self.circuit_calls = self.circuit_calls, 0
+        return calls
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., n_inputs) -> ⟨Z_i⟩ (..., len(measure))."""
+        return self.functional(self.weights, x, self.input_weights)
+
+    def functional(self, weights: Tensor, x: Tensor, input_weights: Tensor | None = None) -> Tensor:
+        """Evaluate the circuit with explicit (possibly stacked) parameters.
+
+        weights (*P, n_qubits, n_layers, k) and x (*P, B, n_inputs) -> (*P, B, n_measure); unbatched
+        weights (n_qubits, n_layers, k) take any x (..., n_inputs). input_weights: (*P, n_enc, n_inputs)
+        or None (then no input scaling is applied, even if the module has input weights).
+        """
+        weights, half = self._prepare(weights, x, input_weights)
+        if self._pennylane is not None:
+            out: Tensor = self._pennylane(weights, half)
+            self.circuit_calls += out.numel() // len(self.spec.measure)
+            return out
+        if self.gradient == "parameter_shift" and torch.is_grad_enabled():
+            return parameter_shift(self._evaluate, weights, half, self._add_calls)
+        out = self._evaluate(weights, half)
+        self.circuit_calls += out.numel() // len(self.spec.measure)
+        return out
+
+    def state(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
+        """The normalised noiseless final statevector (..., 2**n_qubits), complex (torch simulator)."""
+        w = self.weights if weights is None else weights
+        w, half = self._prepare(w, x, self.input_weights)
+        return fused.statevector(self.spec, self._consts_for(w), w, half)
+
+    def dead_parameters(self) -> Tensor:
+        """Bool (n_qubits, n_layers, k): True where the weight cannot influence any measured wire."""
+        dead = _dead_parameters(self.spec)
+        return torch.as_tensor(dead, device=self.weights.device)
+
+    def output_range(
+        self, restarts: int = 8, steps: int = 150, seed: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """(low, high), each (n_measure,): the extreme ⟨Z_i⟩ reachable over all weights and inputs.
+
+        Found by multi-start gradient optimisation of the exact (noise-aware, shot-free) torch
+        simulator over free weights and free encoding angles; a value is certified reachable
+        (an inner bound of the true range, which always lies inside [-1, 1]).
+        """
+        return _output_range(
+            self._exact_from_angles, self.spec, self.weights, restarts, steps, seed
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+    def _consts_for(self, t: Tensor) -> fused.Consts:
+        key = (t.device, t.dtype)
+        consts = self._consts.get(key)
+        if consts is None:
+            consts = fused.Consts(self._tables, t.device, t.dtype)
+            self._consts[key] = consts
+        return consts
+
+    def _add_calls(self, calls: int) -> None:
+        self.circuit_calls += calls
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        gen = self._generators.get(device)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.noise.seed)
+            self._generators[device] = gen
+        return gen
+
+    def _evaluate(self, weights: Tensor, half: Tensor) -> Tensor:
+        """⟨Z⟩ from weights (*P, n, L, k) and encoding half-angles (*X, n_enc, n_in)."""
+        consts = self._consts_for(weights)
+        if not self.noise.active:
+            return fused.expval_z(self.spec, consts, weights, half)
+        return evaluate_noisy(
+            self.spec, consts, self.noise, weights, half, self._generator(weights.device)
+        )
+
+    def _exact_from_angles(self, weights: Tensor, half: Tensor) -> Tensor:
+        consts = self._consts_for(weights)
+        if not self.noise.channels:
+            return fused.expval_z(self.spec, consts, weights, half)
+        exact = NoiseModel(None, self.noise.depolarizing, self.noise.readout_error, self.noise.seed)
+        return evaluate_noisy(self.spec, consts, exact, weights, half, None)
+
+    def _prepare(
+        self, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Validate; return weights and the encoding half-angles (..., n_enc, n_inputs)."""
+        spec = self.spec
+        if not isinstance(weights, Tensor):
+            raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
+        if weights.ndim < 3 or tuple(weights.shape[-3:]) != (
+            spec.n_qubits,
+            spec.n_layers,
+            spec.n_rot,
+        ):
+            raise ValueError(
+                f"weights must have shape (..., {spec.n_qubits}, {spec.n_layers}, {spec.n_rot}) "
+                f"(n_qubits, n_layers, len(rotations)), got {tuple(weights.shape)}"
+            )
+        if not weights.is_floating_point() or weights.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"weights must be float32 or float64, got {weights.dtype}")
+        if not isinstance(x, Tensor):
+            x = torch.as_tensor(x)
+        if x.ndim < 1 or x.shape[-1] != spec.n_inputs:
+            raise ValueError(
+                f"x must have shape (..., {spec.n_inputs}) (n_inputs), got {tuple(x.shape)}"
+            )
+        if weights.ndim > 3 and x.ndim < weights.ndim - 1:
+            raise ValueError(
+                f"stacked weights {tuple(weights.shape)} need x with shape (*P, B, n_inputs) of at least "
+                f"{weights.ndim - 1} dims, got x {tuple(x.shape)}"
+            )
+        if x.dtype != weights.dtype or x.device != weights.device:
+            x = x.to(device=weights.device, dtype=weights.dtype)
+        if self.validate and not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains non-finite values (nan or inf)")
+        xs = x.unsqueeze(-2)  # (..., 1, n_in)
+        if input_weights is not None:
+            if (
+                not isinstance(input_weights, Tensor)
+                or input_weights.ndim < 2
+                or tuple(input_weights.shape[-2:]) != (spec.n_enc, spec.n_inputs)
+            ):
+                shape = (
+                    tuple(input_weights.shape)
+                    if isinstance(input_weights, Tensor)
+                    else input_weights
+                )
+                raise ValueError(
+                    f"input_weights must have shape (..., {spec.n_enc}, {spec.n_inputs}) "
+                    f"(n_enc, n_inputs), got {shape}"
+                )
+            if input_weights.ndim > 2 and x.ndim < input_weights.ndim:
+                raise ValueError(
+                    f"stacked input_weights {tuple(input_weights.shape)} need x of at least "
+                    f"{input_weights.ndim} dims, got x {tuple(x.shape)}"
+                )
+            xs = xs * input_weights.to(weights.dtype).unsqueeze(-3)  # (..., n_enc, n_in)
+        elif spec.reupload:
+            xs = xs.expand(*xs.shape[:-2], spec.n_enc, spec.n_inputs)
+        return weights, self._half_angles(xs, weights)
+
+    def _half_angles(self, xs: Tensor, weights: Tensor) -> Tensor:
+        """θ/2 of every encoding RX. (..., n_enc, n_in)."""
+        if self.spec.encoding == "angle":
+            return xs * 0.5
+        consts = self._consts_for(weights)
+        return torch.where(consts.enc_atan, torch.atan(xs), xs * consts.enc_half_scale)
