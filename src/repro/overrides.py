@@ -7,6 +7,7 @@ import dataclasses
 import io
 import shlex
 import typing
+from collections import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _parse_one(config: Any, key: str, value: str, tp: Any) -> Any:
-    tokens = shlex.split(value) if value.strip() else [value]
+    is_sequence = typing.get_origin(tp) in (tuple, list, set, frozenset, abc.Sequence)
+    tokens = shlex.split(value) if is_sequence else [value]
     if tp is bool:
         low = value.strip().lower()
         if low not in _TRUE | _FALSE:
