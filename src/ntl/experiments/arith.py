@@ -1,0 +1,336 @@
+"""The paper's mathematics experiment: T5 (or a decoder-only LM) on DeepMind arithmetic questions.
+
+Trains with ``transformers.Trainer`` and one of the loss variants of
+:data:`ntl.experiments.training.LOSSES` (CE, CE + λ·NTL-WAS, CE + λ·NTL-MSE, ...), and evaluates
+greedy answers on the interpolation and extrapolation splits with :func:`ntl.metrics.number_metrics`.
+
+    python -m ntl.experiments.arith --config ntl-was --seed 0 --out /tmp/arith-ntl-was-0
+
+Rows: ``losses/train`` every ``log_every`` steps; at every ``eval_every`` steps and at the end
+``eval/<split>/<metric>`` and ``eval/<split>/<category>/<metric>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ntl import NumberVocab
+from ntl.data.mathematics import (
+    PAPER_EXTRAPOLATE_CATEGORIES,
+    PAPER_TRAIN_CATEGORIES,
+    extrapolation_twin,
+    generate,
+)
+from ntl.data.tokenizer import digit_tokenizer
+from ntl.experiments.evaluation import evaluate_splits
+from ntl.experiments.models import ARCHS, ModelSpec, build_model
+from ntl.experiments.training import (
+    LOSSES,
+    Example,
+    StepStream,
+    causal_collate,
+    load_checkpoint,
+    make_loss,
+    make_optimizer,
+    save_checkpoint,
+    seq2seq_collate,
+    train_segment,
+)
+
+__all__ = ["CONFIGS", "ArithConfig", "run"]
+
+QUICK_CATEGORIES = (
+    "arithmetic__add_or_sub",
+    "arithmetic__add_sub_multiple",
+    "numbers__place_value",
+    "numbers__round_number",
+)
+
+
+@dataclass
+class ArithConfig:
+    """Configuration of one arithmetic run."""
+
+    seed: int = 0
+    """Seed of the model initialisation, the data order and (unless data_seed) the data."""
+    loss: str = "ce"
+    """Loss variant: ce, ntl-was, ntl-mse, ntl-mae, ntl-huber, gauss-ce, gauss-ce+ntl-was."""
+    ntl_weight: float = 0.3
+    """λ of CE + λ·NTL (paper: 0.3)."""
+    sigma: float = 1.0
+    """Standard deviation of the Gaussian label smoothing over digits (gauss-ce losses)."""
+    categories: tuple[str, ...] = QUICK_CATEGORIES
+    """Training (and interpolation) categories of the mathematics dataset."""
+    extrapolate_categories: tuple[str, ...] | None = None
+    """Extrapolation categories; None: the extrapolation twins of `categories` that exist."""
+    train_size: int = 10000
+    """Training questions per category."""
+    eval_size: int = 200
+    """Evaluation questions per category and split."""
+    data_seed: int | None = None
+    """Seed of the generated questions; None: use `seed`."""
+    arch: str = "t5"
+    """Model: t5 (encoder-decoder) or causal (decoder-only Llama)."""
+    d_model: int = 128
+    """Model width."""
+    d_ff: int = 512
+    """Feed-forward width."""
+    num_layers: int = 2
+    """Layers (T5: per encoder and per decoder)."""
+    num_heads: int = 4
+    """Attention heads."""
+    max_steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Questions per step."""
+    lr: float = 1e-3
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps (then linear decay to 0)."""
+    log_every: int = 50
+    """Log the training loss every this many steps."""
+    eval_every: int = 500
+    """Evaluate every this many steps (and at the end); a multiple of log_every."""
+    checkpoint_every: int = 500
+    """Save run_dir/checkpoint.pt every this many steps; a multiple of log_every."""
+    eval_batch_size: int = 100
+    """Questions per greedy-decoding batch."""
+    max_new_tokens: int = 32
+    """Longest generated answer (the generator's answers have at most 30 characters)."""
+    num_threads: int = 1
+    """torch CPU threads (0: leave torch's default)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes stored with the run (not used by the code)."""
+
+
+def _check_config(cfg: ArithConfig) -> None:
+    if not isinstance(cfg, ArithConfig):
+        raise TypeError(f"config must be an ArithConfig, got {type(cfg).__name__}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
+    for name in ("train_size", "eval_size", "max_steps", "batch_size", "log_every"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for name in ("eval_every", "checkpoint_every"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1 or value % cfg.log_every:
+            raise ValueError(
+                f"{name} must be a positive multiple of log_every={cfg.log_every}, got {value!r}"
+            )
+    if cfg.max_steps % cfg.log_every:
+        raise ValueError(
+            f"max_steps={cfg.max_steps} must be a multiple of log_every={cfg.log_every}"
+        )
+    if not cfg.categories:
+        raise ValueError("categories must not be empty")
+    if cfg.ntl_weight < 0 or cfg.lr <= 0 or cfg.sigma <= 0:
+        raise ValueError(
+            f"need ntl_weight >= 0, lr > 0, sigma > 0; got {cfg.ntl_weight}, {cfg.lr}, {cfg.sigma}"
+        )
+
+
+def _extrapolate(cfg: ArithConfig) -> tuple[str, ...]:
+    if cfg.extrapolate_categories is not None:
+        return tuple(cfg.extrapolate_categories)
+    twins: list[str] = []
+    for category in cfg.categories:
+        try:
+            twins.append(extrapolation_twin(category))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(twins))
+
+
+def _config_record(cfg: ArithConfig) -> dict[str, Any]:
+    """The config as plain lists / scalars (storable with weights_only checkpoints)."""
+    record = dataclasses.asdict(cfg)
+    record.pop("extra")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
+
+
+def _encode(tokenizer: Any, pairs: list[tuple[str, str]], arch: str) -> list[Example]:
+    add_eos_to_input = arch == "t5"
+    qs = tokenizer([q for q, _ in pairs], add_special_tokens=add_eos_to_input)["input_ids"]
+    ans = tokenizer([a for _, a in pairs])["input_ids"]  # answers end with </s>
+    return list(zip(qs, ans))
+
+
+def _boundaries(cfg: ArithConfig) -> list[int]:
+    marks = {cfg.max_steps}
+    for every in (cfg.eval_every, cfg.checkpoint_every):
+        marks.update(range(every, cfg.max_steps, every))
+    return sorted(marks)
+
+
+def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
+    """Train and evaluate; yields metric rows; resumes from ``run_dir / "checkpoint.pt"``."""
+    _check_config(config)
+    run_dir = Path(run_dir)
+    cfg = config
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    tokenizer = digit_tokenizer()
+    vocab = NumberVocab.from_tokenizer(tokenizer, vocab_size=len(tokenizer))
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    train_pairs = [p for c in cfg.categories for p in generate(c, cfg.train_size, data_seed)]
+    eval_data = {
+        "interpolate": {c: generate(c, cfg.eval_size, data_seed, "interpolate") for c in cfg.categories},
+        "extrapolate": {c: generate(c, cfg.eval_size, data_seed, "extrapolate") for c in _extrapolate(cfg)},
+    }
+    examples = _encode(tokenizer, train_pairs, cfg.arch)
+    spec = ModelSpec(
+        cfg.arch, len(tokenizer), cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads
+    )
+    model = build_model(spec, cfg.seed)
+    optimizer, scheduler = make_optimizer(
+        model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.max_steps
+    )
+    causal = cfg.arch == "causal"
+    loss_fn = make_loss(cfg.loss, vocab, cfg.ntl_weight, cfg.sigma, causal)
+    collate = causal_collate if causal else seq2seq_collate
+
+    ckpt_path = run_dir / "checkpoint.pt"
+    step = 0
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
+        if ckpt["config"] != _config_record(cfg):
+            raise ValueError(f"{ckpt_path} was written by a different config: {ckpt['config']}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step = int(ckpt["step"])
+        yield from ckpt["rows"]  # rows of the last segment (the runner drops duplicates)
+
+    for boundary in _boundaries(cfg):
+        if boundary <= step:
+            continue
+        logged = train_segment(
+            model,
+            optimizer,
+            scheduler,
+            StepStream(examples, cfg.seed, cfg.batch_size, step, boundary),
+            collate,
+            loss_fn,
+            first_step=step,
+            log_every=cfg.log_every,
+            work_dir=run_dir / "trainer",
+            seed=cfg.seed,
+        )
+        step = boundary
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            logged.setdefault(step, {}).update(
+                evaluate_splits(
+                    model,
+                    tokenizer,
+                    eval_data,
+                    arch=cfg.arch,
+                    batch_size=cfg.eval_batch_size,
+                    max_new_tokens=cfg.max_new_tokens,
+                )
+            )
+        rows = [{"step": s, **logged[s]} for s in sorted(logged)]
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "config": _config_record(cfg),
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rows": rows,
+                },
+            )
+        yield from rows
+
+
+def _quick(loss: str, **kw: Any) -> ArithConfig:
+    return ArithConfig(loss=loss, **kw)
+
+
+def _paper(loss: str) -> ArithConfig:
+    """T5-small-sized, the 13 training / 7 extrapolation categories: a GPU run."""
+    return ArithConfig(
+        loss=loss,
+        categories=PAPER_TRAIN_CATEGORIES,
+        extrapolate_categories=PAPER_EXTRAPOLATE_CATEGORIES,
+        train_size=200_000,
+        eval_size=1000,
+        d_model=512,
+        d_ff=2048,
+        num_layers=6,
+        num_heads=8,
+        max_steps=100_000,
+        batch_size=128,
+        lr=5e-4,
+        warmup_steps=2000,
+        log_every=100,
+        eval_every=10_000,
+        checkpoint_every=2000,
+        eval_batch_size=500,
+        num_threads=0,
+    )
+
+
+CONFIGS: dict[str, ArithConfig] = {
+    "ce": _quick("ce"),
+    "ntl-was": _quick("ntl-was"),
+    "ntl-mse": _quick("ntl-mse"),
+    "gauss-ce": _quick("gauss-ce"),
+    "gauss-ce+ntl-was": _quick("gauss-ce+ntl-was"),
+    "causal-ce": _quick("ce", arch="causal"),
+    "causal-ntl-was": _quick("ntl-was", arch="causal"),
+    "paper-ce": _paper("ce"),
+    "paper-ntl-was": _paper("ntl-was"),
+    "paper-ntl-mse": _paper("ntl-mse"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Minimal entry point: run one named config and append its rows to ``OUT/metrics.jsonl``."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", default="ce", choices=sorted(CONFIGS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--max-steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    cfg = dataclasses.replace(CONFIGS[args.config], seed=args.seed)
+    if args.max_steps is not None:
+        cfg.max_steps = args.max_steps
+    _append_rows(run(cfg, args.out), args.out / "metrics.jsonl", json.dumps)
+
+
+def _append_rows(rows: Iterator[dict[str, Any]], path: Path, dumps: Any) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    last = -1
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                last = max(last, int(json.loads(line)["step"]))
+    with path.open("a") as fh:
+        for row in rows:
+            if row["step"] > last:
+                fh.write(dumps(row) + "\n")
+                fh.flush()
+                last = row["step"]
+                print({k: v for k, v in row.items() if k.count("/") < 3}, flush=True)
+
+
+if __name__ == "__main__":
+    main()
