@@ -188,6 +188,8 @@ def _median(values: list[float]) -> float | None:
 
 def _params(records: Sequence[RunRecord]) -> float | None:
     for r in records:
+        if isinstance(r.summary.get("params"), int):
+            return float(r.summary["params"])
         for source in (r.final, r.config_values):
             for key in ("params/total", "params", "n_params", "num_params"):
                 value = source.get(key)

@@ -22,7 +22,9 @@ __all__ = [
     "ExperimentSpec",
     "ExperimentUnavailableError",
     "LoadedExperiment",
+    "cartpole_params",
     "config_to_json",
+    "count_params",
     "get_spec",
     "load_experiment",
     "register_experiment",
@@ -43,6 +45,8 @@ class ExperimentSpec:
     description: str = ""
     extras: str = ""
     """The optional extras it needs, as ``pip install -e ".[extras]"`` names them."""
+    params: str = ""
+    """Optional ``module:function`` giving the trainable parameter count of a config."""
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,26 @@ for _spec in (
         "CartPoleConfig",
         "QA2C: classical, quantum and hybrid actor-critic agents on CartPole-v1",
         "rl",
+        "repro.registry:cartpole_params",
     ),
 ):
     register_experiment(_spec)
+
+
+def cartpole_params(config: Any) -> int:
+    """Trainable parameters of a ``qa2c-cartpole`` config's actor and critic together."""
+    from qa2c.experiments.cartpole import make_agent
+
+    return int(make_agent(config).num_parameters())
+
+
+def count_params(spec: ExperimentSpec, config: Any) -> int | None:
+    """The spec's parameter count of ``config``, or None when it has no ``params`` hook."""
+    if not spec.params:
+        return None
+    module, _, func = spec.params.partition(":")
+    fn: Callable[[Any], int] = getattr(importlib.import_module(module), func)
+    return int(fn(config))
 
 
 def get_spec(name: str) -> ExperimentSpec:

@@ -15,12 +15,18 @@ import datetime as _dt
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from repro.registry import ExperimentSpec, LoadedExperiment, config_to_json, load_experiment
+from repro.registry import (
+    ExperimentSpec,
+    LoadedExperiment,
+    config_to_json,
+    count_params,
+    load_experiment,
+)
 from repro.storage import (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -114,8 +120,9 @@ def _open_tensorboard(run_dir: Path) -> _Scalars | None:
 class _Member:
     """The open files of one run while it executes."""
 
-    def __init__(self, experiment: str, task: RunTask, tensorboard: bool) -> None:
-        self.experiment = experiment
+    def __init__(self, spec: ExperimentSpec, task: RunTask, tensorboard: bool) -> None:
+        self.experiment = spec.name
+        self.params = count_params(spec, task.config)
         self.task = task
         run_dir = Path(task.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +163,7 @@ class _Member:
             "started_at": self.started_at,
             "finished_at": _now(),
             "wall_time_s": round(wall, 3),
+            "params": self.params,
             "final": self.metrics.final,
         }
         message = ""
@@ -185,12 +193,14 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(max(1, threads))
 
 
-def _failed_all(batch: Batch, error: BaseException) -> list[RunResult]:
-    """Results for a batch that could not even start (e.g. its module failed to import)."""
+def _failed(
+    spec: ExperimentSpec, tasks: Sequence[RunTask], error: BaseException
+) -> list[RunResult]:
+    """Results for runs that could not even start (e.g. their module failed to import)."""
     message = f"{type(error).__name__}: {error}"
     return [
-        RunResult(batch.spec.name, t.config_name, t.seed, str(t.run_dir), "failed", error=message)
-        for t in batch.tasks
+        RunResult(spec.name, t.config_name, t.seed, str(t.run_dir), "failed", error=message)
+        for t in tasks
     ]
 
 
@@ -199,7 +209,11 @@ def _run_single(
 ) -> list[RunResult]:
     results = []
     for task in batch.tasks:
-        member = _Member(batch.spec.name, task, batch.tensorboard)
+        try:
+            member = _Member(batch.spec, task, batch.tensorboard)
+        except Exception as e:
+            results += _failed(batch.spec, [task], e)
+            continue
         error: Exception | None = None
         try:
             for row in exp.run(task.config, Path(task.run_dir)):
@@ -215,7 +229,12 @@ def _run_group(
     exp: LoadedExperiment, batch: Batch, on_row: Callable[[], None] | None
 ) -> list[RunResult]:
     assert exp.run_many is not None
-    members = [_Member(batch.spec.name, t, batch.tensorboard) for t in batch.tasks]
+    members: list[_Member] = []
+    try:
+        for t in batch.tasks:
+            members.append(_Member(batch.spec, t, batch.tensorboard))
+    except Exception as e:
+        return [m.finish(e) for m in members] + _failed(batch.spec, batch.tasks[len(members) :], e)
     error: Exception | None = None
     try:
         rows: Iterator[tuple[int, Mapping[str, Any]]] = exp.run_many(
@@ -240,7 +259,7 @@ def execute_batch(batch: Batch, on_row: Callable[[], None] | None = None) -> lis
         if batch.group and exp.run_many is None:
             raise ValueError(f"experiment {batch.spec.name!r} has no run_many; drop --group-seeds")
     except Exception as e:
-        return _failed_all(batch, e)
+        return _failed(batch.spec, batch.tasks, e)
     if batch.group:
         return _run_group(exp, batch, on_row)
     return _run_single(exp, batch, on_row)
