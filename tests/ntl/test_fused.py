@@ -212,7 +212,8 @@ def test_fused_gradcheck_float64(kind: str, reduction: str) -> None:
             chunk_size=3,
         )
 
-    assert torch.autograd.gradcheck(fn, (logits,), eps=1e-6, atol=1e-6)
+    # full Jacobian for one kind, fast (random projections) for the others
+    assert torch.autograd.gradcheck(fn, (logits,), eps=1e-6, atol=1e-6, fast_mode=kind != "was")
 
 
 def test_fused_double_backward_raises() -> None:
