@@ -1,0 +1,1 @@
+"""Experiments of the QA2C paper (protocol: shared/DESIGN.md)."""

@@ -1,0 +1,198 @@
+"""The QA2C paper's CartPole-v1 experiment, and improved pure-quantum agents.
+
+Protocol (shared/DESIGN.md): ``CartPoleConfig``, ``CONFIGS`` (the paper's eight agents with the
+paper's algorithm, plus improved configurations) and ``run(config, run_dir)`` yielding one row per
+episode. ``run_many(configs, run_dirs)`` trains several seeds of one configuration in one process
+(population training, in lockstep); each member's rows equal those of ``run`` for that seed, and
+each member keeps its own checkpoint ``run_dir/checkpoint.pt`` (resumable by either entry point).
+
+Example (the paper's figure, one config, 10 seeds in one process)::
+
+    from qa2c.experiments.cartpole import CONFIGS, run_many
+    cfgs = [dataclasses.replace(CONFIGS["HA2Q"], seed=s) for s in range(10)]
+    for i, row in run_many(cfgs, [Path(f"/tmp/ha2q/{s}") for s in range(10)]): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..a2c import A2CConfig
+from ..agents import AGENT_NAMES, Agent, build_agent
+from ..train import train_population
+
+__all__ = ["CONFIGS", "CartPoleConfig", "make_agent", "run", "run_many"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class CartPoleConfig:
+    """One training run of an actor-critic agent on CartPole-v1 (defaults: the paper's HA2Q)."""
+
+    seed: int = 0
+    """seed of the weights, the environments and the action sampling"""
+    agent: str = "HA2Q"
+    """agent: A2C, A2Q, Q2C, Q2Q, A2C5, HA2Q, HQ2C or HQ2Q"""
+    total_steps: int = 1_000_000
+    """environment steps per agent"""
+    checkpoint_every: int = 50_000
+    """environment steps between checkpoints"""
+    env_id: str = "CartPole-v1"
+    """Gymnasium environment id"""
+    dtype: str = "float32"
+    """float32 or float64"""
+    hidden: int = 0
+    """hidden units of the classical heads (0: the paper's 4 or 5)"""
+    n_layers: int = 2
+    """circuit layers of the quantum heads"""
+    reupload: bool = False
+    """data re-uploading (encoding before every layer)"""
+    input_scaling: bool = False
+    """trainable input scaling weights"""
+    actor_readout: str = "paper"
+    """pure quantum actor logits: 'paper' p_i = (<Z_i>+1)/2, or 'z' <Z_i>"""
+    critic_readout: str = "paper"
+    """pure quantum critic value: 'paper' sum of p_i, or 'z' sum of <Z_i>"""
+    actor_scale: float = 1.0
+    """scalar multiplier of the pure quantum actor's logits (initial value if trainable)"""
+    critic_scale: float = 1.0
+    """scalar multiplier of the pure quantum critic's value (initial value if trainable)"""
+    trainable_scale: bool = False
+    """make the pure heads' scalar scales trainable (one parameter each)"""
+    gamma: float = 0.99
+    """discount factor"""
+    lr_actor: float = 1e-4
+    """actor Adam learning rate"""
+    lr_critic: float = 1e-4
+    """critic Adam learning rate"""
+    n_envs: int = 1
+    """environments per agent"""
+    n_steps: int = 1
+    """steps per environment between updates"""
+    gae_lambda: float = 1.0
+    """GAE lambda (n_steps > 1)"""
+    discount_actor: bool = True
+    """weight the actor loss by gamma^t (the paper)"""
+    ent_coef: float = 0.0
+    """entropy bonus"""
+    normalize_advantage: bool = False
+    """normalise advantages per agent and rollout"""
+    max_grad_norm: float = 0.0
+    """per-agent gradient clipping norm (0: off)"""
+
+
+_PAPER_DEFAULTS = CartPoleConfig()
+_AGENT_FIELDS = (
+    "hidden",
+    "n_layers",
+    "reupload",
+    "input_scaling",
+    "actor_readout",
+    "critic_readout",
+    "actor_scale",
+    "critic_scale",
+    "trainable_scale",
+)
+
+
+def algorithm_config(config: CartPoleConfig) -> A2CConfig:
+    """The A2C hyper-parameters of a config."""
+    names = [f.name for f in dataclasses.fields(A2CConfig)]
+    return A2CConfig(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+
+
+def make_agent(config: CartPoleConfig, warn: bool = True) -> Agent:
+    """Build the config's agent; only options that differ from the paper are passed on."""
+    if config.agent not in AGENT_NAMES:
+        raise ValueError(f"agent: unknown {config.agent!r}; valid: {', '.join(AGENT_NAMES)}")
+    if config.dtype not in _DTYPES:
+        raise ValueError(f"dtype: expected one of {tuple(_DTYPES)}, got {config.dtype!r}")
+    overrides: dict[str, Any] = {
+        name: getattr(config, name)
+        for name in _AGENT_FIELDS
+        if getattr(config, name) != getattr(_PAPER_DEFAULTS, name)
+    }
+    return build_agent(
+        config.agent,
+        config.seed,
+        dtype=_DTYPES[config.dtype],
+        gamma=config.gamma,
+        warn=warn,
+        **overrides,
+    )
+
+
+def run(config: CartPoleConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
+    """Train one agent; rows per episode; resumes from ``run_dir/checkpoint.pt`` if present."""
+    for _, row in run_many([config], [run_dir]):
+        yield row
+
+
+def run_many(
+    configs: list[CartPoleConfig], run_dirs: list[Path]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Train configs that differ only in ``seed`` together (population training).
+
+    Yields ``(index into configs, row)``; each member's rows are those ``run`` yields for it.
+    Members whose checkpoints are at different steps run as separate lockstep groups.
+    """
+    if not configs or len(configs) != len(run_dirs):
+        raise ValueError(
+            f"configs/run_dirs: need equally many (> 0), got {len(configs)}, {len(run_dirs)}"
+        )
+    ref = dataclasses.replace(configs[0], seed=0)
+    for i, c in enumerate(configs):
+        if dataclasses.replace(c, seed=0) != ref:
+            diff = {
+                f.name: (getattr(ref, f.name), getattr(c, f.name))
+                for f in dataclasses.fields(c)
+                if f.name != "seed" and getattr(ref, f.name) != getattr(c, f.name)
+            }
+            raise ValueError(
+                f"configs[{i}]: run_many needs configs that differ only in seed; {diff}"
+            )
+    agents = [make_agent(c, warn=i == 0) for i, c in enumerate(configs)]
+    yield from train_population(
+        agents,
+        [c.seed for c in configs],
+        configs[0].total_steps,
+        algorithm_config(configs[0]),
+        configs[0].env_id,
+        [Path(d) / "checkpoint.pt" for d in run_dirs],
+        configs[0].checkpoint_every,
+    )
+
+
+# The improved pure-quantum agent: actor and critic are circuits only, plus one trainable scalar
+# output scale each (counted in the parameters). See the module docstring of qa2c.agents.
+_IMPROVED = dict(
+    n_layers=4,
+    reupload=True,
+    input_scaling=True,
+    actor_readout="z",
+    critic_readout="z",
+    actor_scale=1.0,
+    critic_scale=25.0,
+    trainable_scale=True,
+    lr_actor=0.01,
+    lr_critic=0.01,
+    n_envs=8,
+    n_steps=5,
+    gae_lambda=0.95,
+    discount_actor=False,
+    normalize_advantage=True,
+    max_grad_norm=0.5,
+    total_steps=300_000,
+)
+
+CONFIGS: dict[str, CartPoleConfig] = {
+    **{name: CartPoleConfig(agent=name) for name in AGENT_NAMES},
+    "Q2Q-improved": CartPoleConfig(agent="Q2Q", **_IMPROVED),  # type: ignore[arg-type]
+}

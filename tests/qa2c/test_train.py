@@ -1,0 +1,141 @@
+"""Training loop: rows, population ≡ individual, determinism, checkpoint/resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from qa2c.a2c import A2CConfig
+from qa2c.agents import build_agent
+from qa2c.train import load_checkpoint, train, train_population
+
+F64 = torch.float64
+IMPROVED = A2CConfig(
+    n_envs=2,
+    n_steps=3,
+    gae_lambda=0.9,
+    ent_coef=0.01,
+    normalize_advantage=True,
+    max_grad_norm=0.5,
+    lr_actor=3e-3,
+    lr_critic=3e-3,
+    discount_actor=False,
+)
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "wall_time"}
+
+
+def _rows(
+    name: str, seed: int, steps: int, config: A2CConfig | None = None, **kw: Any
+) -> list[dict[str, Any]]:
+    agent = build_agent(name, seed=seed, dtype=F64)
+    return [_strip(r) for r in train(agent, steps, seed=seed, config=config, **kw)]
+
+
+def _assert_rows_equal(a: list[dict[str, Any]], b: list[dict[str, Any]], rtol: float = 0.0) -> None:
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if isinstance(ra[k], float) and rtol:
+                assert ra[k] == pytest.approx(rb[k], rel=rtol, abs=1e-12) or (
+                    math.isnan(ra[k]) and math.isnan(rb[k])
+                ), k
+            else:
+                assert ra[k] == rb[k] or (math.isnan(ra[k]) and math.isnan(rb[k])), (
+                    k,
+                    ra[k],
+                    rb[k],
+                )
+
+
+def test_rows_follow_protocol() -> None:
+    rows = _rows("A2C", 0, 600)
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] <= 600
+    assert [r["episode"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(r["charts/episodic_return"] == r["charts/episodic_length"] for r in rows)
+    assert steps[0] == rows[0]["charts/episodic_length"]
+    assert all(
+        isinstance(r["losses/actor"], float) and math.isfinite(r["losses/critic"]) for r in rows
+    )
+    # step = cumulative episode lengths with one environment
+    cum = 0
+    for r in rows:
+        cum += r["charts/episodic_length"]
+        assert r["step"] == cum
+
+
+@pytest.mark.parametrize("config", [None, IMPROVED], ids=["paper", "improved"])
+def test_population_equals_individual(config: A2CConfig | None) -> None:
+    seeds = [0, 3, 7]
+    agents = [build_agent("A2C", seed=s, dtype=F64) for s in seeds]
+    pop: dict[int, list[dict[str, Any]]] = {i: [] for i in range(3)}
+    for i, row in train_population(agents, seeds, 900, config):
+        pop[i].append(_strip(row))
+    for i, s in enumerate(seeds):
+        _assert_rows_equal(pop[i], _rows("A2C", s, 900, config), rtol=1e-9)
+
+
+def test_deterministic_and_seed_dependent() -> None:
+    a, b = _rows("A2C5", 1, 500), _rows("A2C5", 1, 500)
+    _assert_rows_equal(a, b)
+    c = _rows("A2C5", 2, 500)
+    assert [r["charts/episodic_length"] for r in a] != [r["charts/episodic_length"] for r in c]
+
+
+@pytest.mark.parametrize("config", [None, IMPROVED], ids=["paper", "improved"])
+def test_resume_gives_identical_curve(tmp_path: Path, config: A2CConfig | None) -> None:
+    full = _rows("A2C", 4, 1200, config)
+    ckpt = tmp_path / "checkpoint.pt"
+    agent = build_agent("A2C", seed=4, dtype=F64)
+    first = []
+    for row in train(
+        agent, 1200, seed=4, config=config, checkpoint_path=ckpt, checkpoint_every=250
+    ):
+        first.append(_strip(row))
+        if row["step"] > 700:
+            break  # "killed" mid-run
+    saved = load_checkpoint(ckpt)
+    done_steps = saved["vec_steps"] * (config.n_envs if config else 1)
+    assert 250 <= done_steps <= 700
+    resumed = [
+        _strip(r)
+        for r in train(
+            agent, 1200, seed=4, config=config, checkpoint_path=ckpt, checkpoint_every=250
+        )
+    ]
+    assert resumed and resumed[0]["step"] > done_steps
+    tail = [r for r in full if r["step"] > done_steps]
+    _assert_rows_equal(resumed, tail)
+    # nothing left to do after the end
+    assert list(train(agent, 1200, seed=4, config=config, checkpoint_path=ckpt)) == []
+
+
+def test_population_checkpoint_resumes_each_member_alone(tmp_path: Path) -> None:
+    seeds = [1, 2]
+    agents = [build_agent("A2C", seed=s, dtype=F64) for s in seeds]
+    paths = [tmp_path / f"{s}.pt" for s in seeds]
+    for _ in train_population(
+        agents, seeds, 400, None, checkpoint_paths=paths, checkpoint_every=100
+    ):
+        pass
+    rows = _rows("A2C", 2, 800)
+    resumed = [_strip(r) for r in train(agents[1], 800, seed=2, checkpoint_path=paths[1])]
+    _assert_rows_equal(resumed, [r for r in rows if r["step"] > 400], rtol=1e-9)
+
+
+def test_bad_input() -> None:
+    agent = build_agent("A2C")
+    with pytest.raises(ValueError, match="total_steps"):
+        list(train(agent, 0))
+    with pytest.raises(ValueError, match="one architecture"):
+        list(train_population([agent, build_agent("A2C5")], [0, 1], 10))
+    with pytest.raises(ValueError, match="distinct"):
+        list(train_population([agent, agent], [0, 0], 10))
