@@ -20,6 +20,7 @@ __all__ = [
     "check_choice",
     "check_logits",
     "check_logits_labels",
+    "check_logits_shape",
     "check_loss_options",
     "check_num_items",
     "check_target_probs",
@@ -69,7 +70,8 @@ def check_num_items(name: str, value: int | Tensor | None) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def _check_logits_tensor(logits: object, vocab_size: int) -> None:
+def check_logits_shape(logits: object, vocab_size: int) -> None:
+    """Check that ``logits`` is a floating tensor (..., V) with V == ``vocab_size`` (no reductions)."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
@@ -103,7 +105,7 @@ def _raise_non_finite(logits: Tensor) -> None:
 
 def check_logits(logits: Tensor, vocab_size: int) -> None:
     """Check ``logits`` (..., V): a floating tensor, V == ``vocab_size``, all entries finite."""
-    _check_logits_tensor(logits, vocab_size)
+    check_logits_shape(logits, vocab_size)
     if not bool(_logits_sum_is_finite(logits.detach())):
         _raise_non_finite(logits.detach())
 
@@ -117,7 +119,7 @@ def check_logits_labels(
     ``ValueError`` for wrong ranks/shapes, ``V != vocab_size``, labels outside ``[0, V)`` other
     than ``ignore_index``, and NaN/inf logits.
     """
-    _check_logits_tensor(logits, vocab_size)
+    check_logits_shape(logits, vocab_size)
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from ntl._validate import (
     check_logits,
     check_logits_labels,
+    check_logits_shape,
     check_loss_options,
     check_num_items,
     check_target_probs,
@@ -212,6 +213,7 @@ def cross_entropy_with_ntl(
     check_num_items("num_items_in_batch", num_items_in_batch)
     check_num_items("num_number_items_in_batch", num_number_items_in_batch)
     if fused:
+        check_logits_shape(logits, vocab.vocab_size)  # the fused path only sees token ids
         from ntl.fused import fused_cross_entropy_with_ntl
 
         return fused_cross_entropy_with_ntl(
