@@ -33,14 +33,11 @@ from ntl.experiments.models import ARCHS, ModelSpec, build_model
 from ntl.experiments.training import (
     LOSSES,
     Example,
-    StepStream,
     causal_collate,
-    load_checkpoint,
     make_loss,
     make_optimizer,
-    save_checkpoint,
+    run_segments,
     seq2seq_collate,
-    train_segment,
 )
 
 __all__ = ["CONFIGS", "ArithConfig", "run"]
@@ -166,13 +163,6 @@ def _encode(tokenizer: Any, pairs: list[tuple[str, str]], arch: str) -> list[Exa
     return list(zip(qs, ans))
 
 
-def _boundaries(cfg: ArithConfig) -> list[int]:
-    marks = {cfg.max_steps}
-    for every in (cfg.eval_every, cfg.checkpoint_every):
-        marks.update(range(every, cfg.max_steps, every))
-    return sorted(marks)
-
-
 def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     """Train and evaluate; yields metric rows; resumes from ``run_dir / "checkpoint.pt"``."""
     _check_config(config)
@@ -200,59 +190,30 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     loss_fn = make_loss(cfg.loss, vocab, cfg.ntl_weight, cfg.sigma, causal)
     collate = causal_collate if causal else seq2seq_collate
 
-    ckpt_path = run_dir / "checkpoint.pt"
-    step = 0
-    ckpt = load_checkpoint(ckpt_path)
-    if ckpt is not None:
-        if ckpt["config"] != _config_record(cfg):
-            raise ValueError(f"{ckpt_path} was written by a different config: {ckpt['config']}")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step = int(ckpt["step"])
-        yield from ckpt["rows"]  # rows of the last segment (the runner drops duplicates)
-
-    for boundary in _boundaries(cfg):
-        if boundary <= step:
-            continue
-        logged = train_segment(
+    yield from run_segments(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        examples=examples,
+        collate=collate,
+        compute_loss_func=loss_fn,
+        evaluate=lambda: evaluate_splits(
             model,
-            optimizer,
-            scheduler,
-            StepStream(examples, cfg.seed, cfg.batch_size, step, boundary),
-            collate,
-            loss_fn,
-            first_step=step,
-            log_every=cfg.log_every,
-            work_dir=run_dir / "trainer",
-            seed=cfg.seed,
-        )
-        step = boundary
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            logged.setdefault(step, {}).update(
-                evaluate_splits(
-                    model,
-                    tokenizer,
-                    eval_data,
-                    arch=cfg.arch,
-                    batch_size=cfg.eval_batch_size,
-                    max_new_tokens=cfg.max_new_tokens,
-                )
-            )
-        rows = [{"step": s, **logged[s]} for s in sorted(logged)]
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "config": _config_record(cfg),
-                    "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rows": rows,
-                },
-            )
-        yield from rows
+            tokenizer,
+            eval_data,
+            arch=cfg.arch,
+            batch_size=cfg.eval_batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+        ),
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        max_steps=cfg.max_steps,
+        log_every=cfg.log_every,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        run_dir=run_dir,
+        config_record=_config_record(cfg),
+    )
 
 
 def _quick(loss: str, **kw: Any) -> ArithConfig:

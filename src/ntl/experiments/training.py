@@ -30,6 +30,7 @@ __all__ = [
     "load_checkpoint",
     "make_loss",
     "make_optimizer",
+    "run_segments",
     "save_checkpoint",
     "seq2seq_collate",
     "train_segment",
@@ -260,3 +261,76 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
     state: dict[str, Any] = torch.load(path, weights_only=True, map_location="cpu")
     return state
+
+
+def run_segments(
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    examples: Sequence[Any],
+    collate: Callable[[Sequence[Any]], dict[str, Tensor]],
+    compute_loss_func: Callable[..., Tensor] | None,
+    evaluate: Callable[[], dict[str, float]],
+    seed: int,
+    batch_size: int,
+    max_steps: int,
+    log_every: int,
+    eval_every: int,
+    checkpoint_every: int,
+    run_dir: Path,
+    config_record: dict[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """The resumable training loop shared by the experiments; yields metric rows.
+
+    Segments end at multiples of ``eval_every`` and ``checkpoint_every`` and at ``max_steps``.
+    At a checkpoint the state *and that segment's rows* are saved to ``run_dir/checkpoint.pt``
+    before the rows are yielded; a resumed run yields those rows again first (a consumer that
+    already stored them drops them by step), then continues exactly as an uninterrupted run.
+    """
+    ckpt_path = run_dir / "checkpoint.pt"
+    step = 0
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
+        if ckpt["config"] != config_record:
+            raise ValueError(f"{ckpt_path} was written by a different config: {ckpt['config']}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step = int(ckpt["step"])
+        yield from ckpt["rows"]
+    marks = {max_steps}
+    for every in (eval_every, checkpoint_every):
+        marks.update(range(every, max_steps, every))
+    for boundary in sorted(marks):
+        if boundary <= step:
+            continue
+        logged = train_segment(
+            model,
+            optimizer,
+            scheduler,
+            StepStream(examples, seed, batch_size, step, boundary),
+            collate,
+            compute_loss_func,
+            first_step=step,
+            log_every=log_every,
+            work_dir=run_dir / "trainer",
+            seed=seed,
+        )
+        step = boundary
+        if step % eval_every == 0 or step == max_steps:
+            logged.setdefault(step, {}).update(evaluate())
+        rows = [{"step": s, **logged[s]} for s in sorted(logged)]
+        if step % checkpoint_every == 0 or step == max_steps:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "config": config_record,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rows": rows,
+                },
+            )
+        yield from rows
