@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import os
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from repro.registry import (
     ExperimentSpec,
@@ -29,6 +30,7 @@ from repro.registry import (
 )
 from repro.storage import (
     CONFIG_FILE,
+    OUTPUT_FILE,
     SUMMARY_FILE,
     MetricsWriter,
     atomic_write_json,
@@ -65,6 +67,8 @@ class Batch:
     group: bool = False
     threads: int = 1
     tensorboard: bool = True
+    capture_output: bool = True
+    """Send the experiment's Python-level stdout/stderr to ``run_dir/output.log``."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,40 @@ def _failed(
     ]
 
 
+class _Tee(io.TextIOBase):
+    """A text stream that writes to several files (the output logs of a group's members)."""
+
+    def __init__(self, files: Sequence[IO[str]]) -> None:
+        super().__init__()
+        self._files = files
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for f in self._files:
+            f.write(text)
+            f.flush()
+        return len(text)
+
+
+@contextlib.contextmanager
+def _output_to(run_dirs: Sequence[Path], enabled: bool) -> Iterator[None]:
+    """Send this process's Python-level stdout/stderr to ``run_dir/output.log`` (appended)."""
+    if not enabled:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        files = [
+            stack.enter_context(open(Path(d) / OUTPUT_FILE, "a", encoding="utf-8"))
+            for d in run_dirs
+        ]
+        tee = _Tee(files)
+        stack.enter_context(contextlib.redirect_stdout(tee))
+        stack.enter_context(contextlib.redirect_stderr(tee))
+        yield
+
+
 def _run_single(
     exp: LoadedExperiment, batch: Batch, on_row: Callable[[], None] | None
 ) -> list[RunResult]:
@@ -216,9 +254,10 @@ def _run_single(
             continue
         error: Exception | None = None
         try:
-            for row in exp.run(task.config, Path(task.run_dir)):
-                if member.add(row) and on_row is not None:
-                    on_row()
+            with _output_to([task.run_dir], batch.capture_output):
+                for row in exp.run(task.config, Path(task.run_dir)):
+                    if member.add(row) and on_row is not None:
+                        on_row()
         except Exception as e:
             error = e
         results.append(member.finish(error))
@@ -240,11 +279,12 @@ def _run_group(
         rows: Iterator[tuple[int, Mapping[str, Any]]] = exp.run_many(
             [t.config for t in batch.tasks], [Path(t.run_dir) for t in batch.tasks]
         )
-        for index, row in rows:
-            if not 0 <= index < len(members):
-                raise ValueError(f"run_many yielded member index {index} of {len(members)}")
-            if members[index].add(row) and on_row is not None:
-                on_row()
+        with _output_to([t.run_dir for t in batch.tasks], batch.capture_output):
+            for index, row in rows:
+                if not 0 <= index < len(members):
+                    raise ValueError(f"run_many yielded member index {index} of {len(members)}")
+                if members[index].add(row) and on_row is not None:
+                    on_row()
     except Exception as e:
         error = e
     return [m.finish(error) for m in members]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
+    "OUTPUT_FILE",
     "SUMMARY_FILE",
     "MetricsWriter",
     "RunState",
@@ -36,6 +37,7 @@ __all__ = [
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+OUTPUT_FILE = "output.log"
 
 Scalar = int | float | str | bool
 

@@ -40,6 +40,7 @@ def test_local_sweep_end_to_end_then_skip_and_config_guard(
     assert summary["status"] == "finished" and summary["last_step"] == 8 and summary["rows"] == 8
     assert summary["final"] == rows[-1] and summary["wall_time_s"] >= 0
     assert list(run_dir.glob("events.out.tfevents.*"))  # TensorBoard mirror
+    assert (run_dir / "output.log").read_text() == "toy seed 1: starting after step 0\n"
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert state["step"] == 5
 
@@ -94,8 +95,11 @@ def test_group_seeds_rows_equal_individual_runs(tmp_path: Path) -> None:
         assert _metrics(tmp_path / "a", "fast-lr", seed) == _metrics(
             tmp_path / "b", "fast-lr", seed
         )
-        summary = json.loads((tmp_path / "b/toy/fast-lr" / f"seed-{seed}/summary.json").read_text())
+        run_dir = tmp_path / "b/toy/fast-lr" / f"seed-{seed}"
+        summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["seed"] == seed
+        # the group's output goes to every member's log
+        assert (run_dir / "output.log").read_text().count("starting after step 0") == 3
 
 
 _KILLABLE = """
@@ -134,3 +138,8 @@ def test_resume_after_sigkill_gives_identical_metrics(tmp_path: Path) -> None:
     assert metrics.read_text() == _metrics(clean, "small", 0)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from_step"] == stored[-1] and summary["rows"] == 45
+    log = (run_dir / "output.log").read_text().splitlines()
+    assert log == [
+        "toy seed 0: starting after step 0",
+        f"toy seed 0: starting after step {ckpt_step}",
+    ]

@@ -54,6 +54,7 @@ def run(config: ToyConfig, run_dir: Path) -> Iterator[dict[str, float | int]]:
         state = torch.load(ckpt, weights_only=True)
         w, start = state["w"], int(state["step"])
         gen.set_state(state["rng"])
+    print(f"toy seed {config.seed}: starting after step {start}")
     for step in range(start + 1, config.total_steps + 1):
         x = torch.randn(config.batch, generator=gen, dtype=torch.float64)  # (B,)
         y = 3.0 * x + 1.0 + 0.1 * torch.randn(config.batch, generator=gen, dtype=torch.float64)
