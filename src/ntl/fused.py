@@ -70,56 +70,55 @@ class LabelPlan:
     number_cols: Tensor  # (M,) long, index into the K number tokens
     targets: Tensor  # (M,) compute dtype, the value y of each number label
     ce_weight: Tensor  # (N,) compute dtype: 0 for ignored rows, else 1 or 1 / CE denominator
-    ntl_scale: Tensor  # () compute dtype: ntl_weight or ntl_weight / NTL denominator
-    ce_scale: Tensor  # () compute dtype: 1 or 1 / CE denominator
+    ce_scale: float  # 1 or 1 / CE denominator
+    ntl_scale: float  # ntl_weight or ntl_weight / NTL denominator
 
 
-def _denominator(
-    override: int | float | Tensor | None, count: Tensor, dtype: torch.dtype
-) -> Tensor:
+def _denominator(override: int | float | Tensor | None, count: int) -> float:
     """The divisor of a "mean": the override if given, else ``count``; 0 becomes 1 (the sum is 0)."""
-    value = count if override is None else override
-    value = torch.as_tensor(value).detach().reshape(()).to(device=count.device, dtype=dtype)
-    return torch.where(value > 0, value, torch.ones_like(value))
+    value = float(count if override is None else override)
+    return value if value > 0 else 1.0
+
+
+def index_of_tokens(token_ids: Tensor, vocab_size: int, device: torch.device) -> Tensor:
+    """(V,) long: the position of each token id in ``token_ids``, -1 for non-number tokens."""
+    index_of = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
+    ids = token_ids.to(device=device, dtype=torch.long)
+    index_of[ids] = torch.arange(ids.numel(), device=device)
+    return index_of
 
 
 def plan_labels(
     labels: Tensor,
-    token_ids: Tensor,
+    index_of: Tensor,
     values: Tensor,
-    vocab_size: int,
     opts: LossOptions,
     num_items_in_batch: int | Tensor | None,
     num_number_items_in_batch: int | Tensor | None,
     dtype: torch.dtype,
 ) -> LabelPlan:
-    """Masks, number-token targets and the normalisation of one call; ``labels`` is (N,)."""
-    device = labels.device
+    """Masks, number-token targets and the normalisation of one call.
+
+    Args:
+        labels: (N,) integer labels; index_of: (V,) from :func:`index_of_tokens`; values: (K,).
+    """
     labels = labels.long()
     valid = labels != opts.ignore_index  # (N,)
-    safe = torch.where(valid, labels, torch.zeros((), dtype=torch.long, device=device))
-    index_of = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
-    ids = token_ids.to(device=device, dtype=torch.long)
-    index_of[ids] = torch.arange(ids.numel(), device=device)
-    col = torch.where(valid, index_of[safe], -1)  # (N,)
+    safe = labels.masked_fill(~valid, 0)  # (N,)
+    col = index_of[safe].masked_fill_(~valid, -1)  # (N,)
     rows = torch.nonzero(col >= 0).reshape(-1)  # (M,) sorted
     cols = col[rows]
-    targets = values.to(device=device, dtype=dtype)[cols]
-    one = torch.ones((), device=device, dtype=dtype)
+    targets = values.to(device=labels.device, dtype=dtype)[cols]
+    ce_weight = valid.to(dtype)
+    ce_scale, ntl_scale = 1.0, opts.ntl_weight
     if opts.reduction == "mean":
-        n_valid = valid.sum()
-        ce_den = _denominator(num_items_in_batch, n_valid, dtype)
+        ce_scale = 1.0 / _denominator(num_items_in_batch, int(ce_weight.sum()))
         if opts.normalize_by == "number_tokens":
-            ntl_den = _denominator(num_number_items_in_batch, torch.tensor(rows.numel()), dtype)
+            ntl_scale /= _denominator(num_number_items_in_batch, rows.numel())
         else:
-            ntl_den = ce_den
-        ce_scale = one / ce_den
-        ntl_scale = opts.ntl_weight / ntl_den
-    else:
-        ce_scale = one
-        ntl_scale = one * opts.ntl_weight
-    ce_weight = valid.to(dtype) * ce_scale
-    return LabelPlan(safe, valid, rows, cols, targets, ce_weight, ntl_scale, ce_scale)
+            ntl_scale *= ce_scale
+        ce_weight.mul_(ce_scale)
+    return LabelPlan(safe, valid, rows, cols, targets, ce_weight, ce_scale, ntl_scale)
 
 
 def ntl_value_and_grad(
@@ -199,15 +198,12 @@ def combine_loss(
     ce_rows: Tensor, ntl_rows: Tensor | None, plan: LabelPlan, opts: LossOptions, shape: torch.Size
 ) -> Tensor:
     """Reduce per-row CE (N,) and per-number-row NTL (M,) into the requested loss."""
-    ce_rows = torch.where(
-        plan.valid, ce_rows, torch.zeros((), dtype=ce_rows.dtype, device=ce_rows.device)
-    )
     if opts.reduction == "none":
-        out = ce_rows.clone()
+        out = ce_rows.masked_fill(~plan.valid, 0.0)
         if ntl_rows is not None and ntl_rows.numel() > 0:
             out.index_add_(0, plan.number_rows, ntl_rows * opts.ntl_weight)
         return out.reshape(shape)
-    total = ce_rows.sum() * plan.ce_scale
+    total = torch.dot(ce_rows, plan.ce_weight)  # ignored rows have weight 0
     if ntl_rows is not None:
         total = total + ntl_rows.sum() * plan.ntl_scale
     return total
@@ -217,6 +213,8 @@ def _chunk_bounds(rows: Tensor, starts: list[int]) -> list[int]:
     """For each chunk start, the first index into the sorted ``rows`` at or after it."""
     if rows.numel() == 0:
         return [0] * len(starts)
+    if len(starts) == 2:  # one chunk
+        return [0, rows.numel()]
     at = torch.tensor(starts, dtype=rows.dtype, device=rows.device)
     return [int(b) for b in torch.searchsorted(rows, at).tolist()]
 
@@ -425,9 +423,8 @@ def fused_cross_entropy_with_ntl(
     dtype = compute_dtype(logits.dtype)
     plan = plan_labels(
         labels.reshape(-1),
-        token_ids,
+        index_of_tokens(token_ids, vocab, labels.device),
         values,
-        vocab,
         opts,
         num_items_in_batch,
         num_number_items_in_batch,

@@ -293,11 +293,11 @@ def linear_cross_entropy_with_ntl(
     )
     vocab_size = vocab.vocab_size
     dtype = compute_dtype(hidden.dtype)
+    token_ids, values, index_of = vocab.device_tensors(labels.device, dtype)
     plan = plan_labels(
         labels.reshape(-1),
-        vocab.token_ids,
-        vocab.values,
-        vocab_size,
+        index_of,
+        values,
         opts,
         num_items_in_batch,
         num_number_items_in_batch,
@@ -308,7 +308,7 @@ def linear_cross_entropy_with_ntl(
         if chunk_size is not None
         else default_chunk_rows(vocab_size, _LINEAR_CHUNK_ELEMENTS)
     )
-    pair = (vocab.token_ids, vocab.values)
+    pair = (token_ids, values)
     grad_on = torch.is_grad_enabled()
     need = (
         grad_on and hidden.requires_grad,
