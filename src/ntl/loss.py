@@ -192,7 +192,7 @@ def cross_entropy_with_ntl(
     num_number_items_in_batch: int | Tensor | None = None,
     label_smoothing: float = 0.0,
     huber_delta: float = 1.0,
-    fused: bool = False,
+    fused: bool = True,
 ) -> Tensor:
     """Cross-entropy plus ``ntl_weight`` · Number Token Loss, the paper's training objective.
 
@@ -350,7 +350,7 @@ class CrossEntropyWithNTL(nn.Module):
         normalize_by: str = "number_tokens",
         label_smoothing: float = 0.0,
         huber_delta: float = 1.0,
-        fused: bool = False,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.vocab = _check_vocab(vocab)
