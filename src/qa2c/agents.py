@@ -211,6 +211,7 @@ def build_agent(
     reupload: bool | None = None,
     input_scaling: bool | None = None,
     encoding: str | None = None,
+    backend: str | None = None,
     actor_readout: str | None = None,
     critic_readout: str | None = None,
     actor_scale: float | None = None,
@@ -230,6 +231,7 @@ def build_agent(
         seed: initialises all weights (the global torch RNG is left untouched).
         hidden: hidden units of the classical heads (default 4 or 5 per the paper).
         n_layers, reupload, input_scaling, encoding: circuit options (quantum agents only).
+        backend: circuit simulator, ``"torch"`` (default) or ``"pennylane"`` (optional extra).
         actor_readout, critic_readout: ``"paper"`` (p_i) or ``"z"`` (<Z_i>); pure heads only.
         actor_scale, critic_scale: scalar multiplier of a pure head's output (default 1).
         trainable_scale: make the pure heads' scales trainable parameters (one scalar each).
@@ -256,6 +258,7 @@ def build_agent(
         "reupload": reupload,
         "input_scaling": input_scaling,
         "encoding": encoding,
+        "backend": backend,
     }
     if not quantum:
         given = [k for k, v in circuit_opts.items() if v is not None]
@@ -291,7 +294,7 @@ def build_agent(
         "entangler": "cnot_ring",
         "reupload": bool(reupload),
         "input_scaling": bool(input_scaling),
-        "backend": "torch",
+        "backend": "torch" if backend is None else backend,
     }
     h = h_default if hidden is None else hidden
     options = {
@@ -302,6 +305,7 @@ def build_agent(
             reupload=reupload,
             input_scaling=input_scaling,
             encoding=encoding,
+            backend=backend,
             actor_readout=actor_readout,
             critic_readout=critic_readout,
             actor_scale=actor_scale,
