@@ -36,6 +36,8 @@ __all__ = [
 
 RETURN_KEYS = ("charts/episodic_return", "return", "episode/return")
 """Row keys that carry a per-episode return (the first present is used)."""
+NON_EVAL_PREFIXES = ("eval", "losses", "charts", "params", "train", "time", "perf", "system")
+"""First key components that are not evaluation results (training curves, bookkeeping)."""
 SOLVE_WINDOW, SOLVE_THRESHOLD, MAX_RETURN = 100, 475.0, 500.0
 
 
@@ -109,22 +111,26 @@ class EvalCell:
 def eval_tables(
     records: Sequence[RunRecord],
 ) -> dict[str, dict[str, dict[str, dict[str, EvalCell]]]]:
-    """``{experiment: {split: {config: {metric: EvalCell}}}}`` from finished runs' ``eval/`` finals.
+    """``{experiment: {split: {config: {metric: EvalCell}}}}`` from finished runs' final values.
 
     A key ``eval/<split...>/<metric>`` is split at its last ``/``: ``eval/interpolate/accuracy``
     is split ``interpolate``, metric ``accuracy``; per-category keys give splits like
-    ``interpolate/arithmetic__add_or_sub``.
+    ``interpolate/arithmetic__add_or_sub``. Other ``<split>/<metric>`` keys (e.g.
+    ``regression/rmse``) count too unless their first component is in ``NON_EVAL_PREFIXES``.
     """
     values: dict[tuple[str, str, str, str], list[float]] = {}
     for r in records:
         if r.status != "finished":
             continue
         for key, value in r.final.items():
-            if not key.startswith("eval/") or key.count("/") < 2:
-                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            split, metric = key.removeprefix("eval/").rsplit("/", 1)
+            if key.startswith("eval/") and key.count("/") >= 2:
+                split, metric = key.removeprefix("eval/").rsplit("/", 1)
+            elif "/" in key and key.split("/", 1)[0] not in NON_EVAL_PREFIXES:
+                split, metric = key.rsplit("/", 1)
+            else:
+                continue
             values.setdefault((r.experiment, split, r.config, metric), []).append(float(value))
     out: dict[str, dict[str, dict[str, dict[str, EvalCell]]]] = {}
     for (exp, split, config, metric), vals in values.items():

@@ -61,6 +61,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "eval/extrapolate/accuracy": a / 2,
             "eval/interpolate/arithmetic__mul/accuracy": a,
             "eval/interpolate/note": "text values are ignored",
+            "losses/train": 1.0,  # not an evaluation result
         }
         rows = [{"step": s, "losses/total": 1.0 / s + seed} for s in range(1, 11)]
         _write_run(out, "ntl-arith", config, seed, rows, final)
@@ -68,6 +69,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bad = {"step": 1, "eval/interpolate/accuracy": 0.0}
     _write_run(out, "ntl-arith", "ntl-was", 2, [{"step": 1}], bad, status="failed")
     _write_run(out, "ntl-arith", "ntl-was", 3, [{"step": 1}], bad, status=None)
+    for seed, rmse in enumerate([10.0, 14.0]):
+        final = {"step": 4, "regression/rmse": rmse, "regression/mae": math.nan}
+        _write_run(out, "ntl-regression", "ce", seed, [{"step": 4, "charts/lr": 0.1}], final)
     # seed 0: 100 episodes of 10, then 100 of 500; seed 1: 150 of 20, then 100 of 400.
     seed0 = _cartpole_rows([(100, 10), (100, 500)])
     seed1 = _cartpole_rows([(150, 20), (100, 400)])
@@ -87,7 +91,14 @@ def test_eval_table_equals_hand_computation(runs: Path) -> None:
     assert ce["mae"].mean == pytest.approx(6.0) and ce["mae"].std == pytest.approx(1.0)
     assert tables["extrapolate"]["ce"]["accuracy"].mean == pytest.approx(0.3)
     assert tables["interpolate/arithmetic__mul"]["ntl-was"]["accuracy"].mean == pytest.approx(0.85)
-    assert "note" not in ce
+    assert "note" not in ce and set(tables) == {
+        "interpolate",
+        "extrapolate",
+        "interpolate/arithmetic__mul",
+    }
+    reg = eval_tables(load_runs(runs))["ntl-regression"]["regression"]["ce"]
+    assert (reg["rmse"].mean, reg["rmse"].std, reg["rmse"].n) == (12.0, math.sqrt(8.0), 2)
+    assert reg["mae"].n == 0  # NaN values are left out
 
 
 def test_rl_table_equals_hand_computation(runs: Path) -> None:
@@ -109,6 +120,7 @@ def test_report_markdown_and_plots(runs: Path, tmp_path: Path) -> None:
     assert "| ntl-was | 2 | 0.85 ± 0.071 | 8.5 ± 0.71 |" in text
     assert "| ntl-arith | ntl-was | 0,1,2,3 | 2 | 1 | 1 |" in text
     assert "ntl-arith/ntl-was/seed-2: boom" in text
+    assert "| ce | 2 | – | 12 ± 2.8 |" in text  # ntl-regression: mae (all NaN), rmse
     assert "| HA2Q | 2 | 1,500 | 1/2 | 48,500 | 1/2 | 450 ± 71 | 51,000 | 66 |" in text
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
     assert pngs == ["ntl-arith_losses.png", "qa2c-cartpole_rewards.png"]
