@@ -20,13 +20,19 @@ dims broadcast like matmul: the unitary batch *P against the input batch *X minu
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from qa2c.sim.spec import CircuitSpec, Tables
 
 HALF_PI = math.pi / 2
+#: the forward builds the full weight Jacobian of the circuit unitary when a layer's variants
+#: gather at most this many complex entries ((1 + n·k)·n·4**n); 4 qubits × 3 rotations: 13,312.
+JACOBIAN_LIMIT = 200_000
 
 
 class Consts:
@@ -40,15 +46,42 @@ class Consts:
         )  # cos(a - π/2) = sin a
         self.rot_gather = torch.as_tensor(tables.rot_gather.reshape(-1), device=device)
         self.rot_table = torch.as_tensor(tables.rot_table, dtype=dtype, device=device)
-        self.kron_gather = torch.as_tensor(tables.kron_gather.reshape(-1), device=device)
-        self.layer_const = torch.as_tensor(tables.layer_const, dtype=cdtype, device=device)
-        self.layer_const_plain = torch.as_tensor(
-            tables.layer_const_plain, dtype=cdtype, device=device
+        n, k = tables.kron_gather.shape[0], tables.rot_gather.shape[0]
+        # cos(θ/2 + s·π/2 - off): variant v shifts rotation v-1 by π (θ/2 by π/2).
+        shift = np.zeros((1 + k, k, 1))
+        shift[np.arange(1, k + 1), np.arange(k), 0] = HALF_PI
+        self.shift_table = torch.as_tensor(
+            shift - np.array([0.0, HALF_PI]), dtype=dtype, device=device
         )
+        entry = tables.kron_gather - 4 * np.arange(n)[:, None]  # (n, D²): entry a of wire w's 2×2
+        self.kron_entry = torch.as_tensor(entry[:, :, None], device=device)  # (n, D², 1)
+        interleaved = np.stack([2 * tables.kron_gather, 2 * tables.kron_gather + 1], axis=-1)
+        self.kron_gather2 = torch.as_tensor(interleaved.reshape(-1), device=device)
+        # Jacobian variants: variant v = 1 + w·k + j uses R's variant 1 + j on wire w, 0 elsewhere;
+        # index into the real view of rot (n, 1+k, 4, 2).
+        var = np.zeros((1 + n * k, n), dtype=np.int64)
+        for w in range(n):
+            var[1 + w * k : 1 + (w + 1) * k, w] = np.arange(1, k + 1)
+        aug = (np.arange(n)[None, :, None] * (1 + k) + var[:, :, None]) * 4 + entry[None]
+        self.jac_gather2 = torch.as_tensor(
+            np.stack([2 * aug, 2 * aug + 1], -1).reshape(-1), device=device
+        )
+        self.jac_size = (1 + n * k) * n * 4**n  # complex entries gathered per layer
+        n_layers = tables.layer_const.shape[0]
+        layer_const = np.broadcast_to(tables.layer_const, (n_layers, 2**n, 2**n)).reshape(
+            n_layers, -1
+        )
+        plain = np.broadcast_to(tables.layer_const_plain, (n_layers, 2**n, 2**n)).reshape(
+            n_layers, -1
+        )
+        self.layer_const = torch.as_tensor(layer_const, dtype=cdtype, device=device)  # (L, D²)
+        self.layer_const_plain = torch.as_tensor(plain, dtype=cdtype, device=device)
         self.enc_half_scale = torch.as_tensor(tables.enc_half_scale, dtype=dtype, device=device)
         self.enc_atan = torch.as_tensor(tables.enc_atan, device=device)
         self.enc_gather = torch.as_tensor(tables.enc_gather.reshape(-1), device=device)
         self.readout2 = torch.as_tensor(tables.readout2, dtype=dtype, device=device)
+        stride = 2 ** (n - tables.enc_signs.shape[0])
+        self.eye_rows = torch.eye(2**n, dtype=cdtype, device=device)[::stride]  # (D', D)
         self.enc_signs = torch.as_tensor(tables.enc_signs, dtype=dtype, device=device)
         hadamard = torch.as_tensor(tables.hadamard, dtype=dtype, device=device)
         dim = hadamard.shape[0]
@@ -58,20 +91,214 @@ class Consts:
         self.readout2_reupload = self.readout2 / dim**2
 
 
+def _rotations(spec: CircuitSpec, c: Consts, weights: Tensor, shifted: bool) -> Tensor:
+    """Per-wire rotation matrices (flattened 2×2). (*P, L, n, V, 4) complex.
+
+    V = 1: R(θ). V = 1 + k (``shifted``): variant 1 + j has rotation j's angle shifted by π, which is
+    2·∂R/∂θ_j (R_P(θ + π) = -iP·R_P(θ)).
+    """
+    k = spec.n_rot
+    w = weights.transpose(-3, -2)  # (*P, L, n, k)
+    if shifted:
+        cs = torch.cos(w[..., None, :, None] * 0.5 + c.shift_table)  # (*P, L, n, 1+k, k, 2)
+    else:
+        cs = torch.cos(w.unsqueeze(-1) * 0.5 - c.offsets).unsqueeze(-3)  # (*P, L, n, 1, k, 2)
+    prods = cs.flatten(-2).index_select(-1, c.rot_gather)  # (*P, L, n, V, k·2^k)
+    prods = prod_dim(prods.unflatten(-1, (k, 2**k)), -2)  # (*P, L, n, V, 2^k)
+    return torch.view_as_complex((prods @ c.rot_table).unflatten(-1, (4, 2)))
+
+
+def _kron_factors(spec: CircuitSpec, c: Consts, rot: Tensor) -> Tensor:
+    """F[..., w, e] = R_w[entry of wire w in layer entry e]. rot (*P, L, n, 4) -> (*P, L, n, D²)."""
+    flat = torch.view_as_real(rot).flatten(-3)  # (*P, L, n·4·2), a real gather is much faster
+    gathered = flat.index_select(-1, c.kron_gather2)  # (*P, L, n·D²·2)
+    return torch.view_as_complex(gathered.unflatten(-1, (spec.n_qubits, spec.dim**2, 2)))
+
+
+class _LayerMatrices(torch.autograd.Function):
+    """weights (*P, n, L, k) -> flattened M_lᵀ (*P, L, D²), with an exact hand-written backward.
+
+    M_lᵀ[e] = const[e]·Π_w F_w[e]. With G the incoming gradient (conjugate-Wirtinger convention),
+    ∂loss/∂θ_{w,j} = ½·Re Σ_a R_w(θ_j + π)[a]·S_w[a], S_w[a] = Σ_{e: a_w(e) = a} conj(G[e])·const[e]·Π_{i≠w} F_i[e].
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weights: Tensor, spec: CircuitSpec, c: Consts, const: Tensor) -> Tensor:
+        rot = _rotations(spec, c, weights, shifted=True)  # (*P, L, n, 1+k, 4)
+        factors = _kron_factors(spec, c, rot[..., 0, :])  # (*P, L, n, D²)
+        ctx.save_for_backward(rot[..., 1:, :], factors, const)
+        ctx.spec, ctx.c = spec, c
+        return prod_dim(factors, -2) * const
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        shifted, factors, const = ctx.saved_tensors
+        return _layer_weight_grad(ctx.c, grad, shifted, factors, const), None, None, None
+
+
+def _layer_weight_grad(
+    c: Consts, grad: Tensor, shifted: Tensor, factors: Tensor, const: Tensor
+) -> Tensor:
+    """∂loss/∂weights (*P, n, L, k) from the gradient of the flattened layer matrices (*P, L, D²)."""
+    g = grad.conj() * const  # (*P, L, D²)
+    parts = factors.unbind(-2)
+    n = len(parts)
+    prefix: list[Tensor | None] = [None] * n  # Π_{i<w} F_i
+    suffix: list[Tensor | None] = [None] * n  # Π_{i>w} F_i
+    for w in range(1, n):
+        prev = prefix[w - 1]
+        prefix[w] = parts[w - 1] if prev is None else prev * parts[w - 1]
+    for w in range(n - 2, -1, -1):
+        nxt = suffix[w + 1]
+        suffix[w] = parts[w + 1] if nxt is None else nxt * parts[w + 1]
+    weighted = []
+    for w in range(n):
+        term = g
+        for extra in (prefix[w], suffix[w]):
+            if extra is not None:
+                term = term * extra
+        weighted.append(term)
+    q = torch.view_as_real(torch.stack(weighted, dim=-2))  # (*P, L, n, D², 2)
+    index = c.kron_entry.expand(*q.shape[:-3], -1, -1, 2)  # (*P, L, n, D², 2)
+    bins = q.new_zeros(*q.shape[:-2], 4, 2).scatter_add_(-2, index, q)  # (*P, L, n, 4, 2)
+    sums = torch.view_as_complex(bins).unsqueeze(-1)  # (*P, L, n, 4, 1)
+    dw = torch.view_as_real(shifted @ sums)[..., 0, 0] * 0.5  # (*P, L, n, k)
+    return dw.transpose(-3, -2)
+
+
+class _FusedExpval(torch.autograd.Function):
+    """The whole non-re-uploading circuit, (weights (*P, n, L, k), r (*X, 2^n_in)) -> ⟨Z⟩ (*O, m).
+
+    Forward: layer matrices, their product T, amplitudes r @ T (real/imag interleaved), squares,
+    readout. Backward by hand (the circuit is overhead-bound at small sizes, so the number of
+    kernel launches is what counts). For small circuits (``Consts.jac_size`` <= JACOBIAN_LIMIT) the
+    forward also builds ∂T/∂w for every weight (the π-shifted layer variants sandwiched between the
+    prefix and suffix products), so the weight gradient is a single matmul; larger circuits
+    back-propagate through the layer chain and the Kronecker factors instead.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weights: Tensor, r: Tensor, spec: CircuitSpec, c: Consts) -> Tensor:
+        need_w = ctx.needs_input_grad[0]
+        jacobian = need_w and c.jac_size <= JACOBIAN_LIMIT
+        n_layers, dim = spec.n_layers, spec.dim
+        stride = 2 ** (spec.n_qubits - spec.n_inputs)
+        rot = _rotations(spec, c, weights, shifted=need_w)  # (*P, L, n, V, 4)
+        if jacobian:
+            flat = torch.view_as_real(rot).flatten(-4)  # (*P, L, n·(1+k)·8)
+            gathered = flat.index_select(-1, c.jac_gather2)
+            factors = torch.view_as_complex(
+                gathered.unflatten(-1, (-1, spec.n_qubits, dim * dim, 2))
+            )
+            variants = (prod_dim(factors, -2) * c.layer_const.unsqueeze(-2)).unflatten(
+                -1, (dim, dim)
+            )
+            mats = variants[..., 0, :, :]  # (*P, L, D, D)
+        else:
+            factors = _kron_factors(spec, c, rot[..., 0, :])  # (*P, L, n, D²)
+            mats = (prod_dim(factors, -2) * c.layer_const).unflatten(-1, (dim, dim))
+        prefix = [mats[..., 0, :, :]]
+        for layer in range(1, n_layers):
+            prefix.append(prefix[-1] @ mats[..., layer, :, :])
+        rows = prefix[-1][..., ::stride, :] if stride > 1 else prefix[-1]
+        tr = torch.view_as_real(rows).flatten(-2)  # (*P, D', 2D)
+        amps = r @ tr  # (*O, 2D)
+        ctx.spec, ctx.c, ctx.stride, ctx.jacobian = spec, c, stride, jacobian
+        if jacobian:
+            # ∂T/∂θ_{l,p} = ½·Pre_{l-1}·V_{l,p}·Suf_{l+1}, rows of the encoded subspace only
+            suffix = [mats[..., -1, :, :]]
+            for layer in range(n_layers - 2, 0, -1):
+                suffix.insert(0, mats[..., layer, :, :] @ suffix[0])
+            left: list[Tensor | None] = [c.eye_rows if stride > 1 else None]
+            left += [p[..., ::stride, :] for p in prefix[:-1]]
+            terms = []
+            for layer in range(n_layers):
+                term = variants[..., layer, 1:, :, :]  # (*P, n·k, D, D)
+                lft = left[layer]
+                term = term[..., ::stride, :] if lft is None else lft.unsqueeze(-3) @ term
+                if layer < n_layers - 1:
+                    term = term @ suffix[layer].unsqueeze(-3)
+                terms.append(term)
+            jac = torch.view_as_real(torch.stack(terms, dim=-4)).flatten(-3)  # (*P, L, n·k, D'·2D)
+            ctx.save_for_backward(weights, r, tr, amps, jac)
+        else:
+            ctx.save_for_backward(
+                weights, r, tr, amps, mats, rot[..., 1:, :], factors, *prefix[:-1]
+            )
+        return amps.square() @ c.readout2
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        weights, r, tr, amps, *rest = ctx.saved_tensors
+        spec, c, stride = ctx.spec, ctx.c, ctx.stride
+        g_amps = 2.0 * amps * (grad @ c.readout2.T)  # (*O, 2D)
+        grad_r = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_r = (g_amps @ tr.transpose(-1, -2)).sum_to_size(r.shape)
+        if not ctx.needs_input_grad[0]:
+            return None, grad_r, None, None
+        r2 = r.unsqueeze(-2) if r.ndim == 1 else r
+        g2 = g_amps.unsqueeze(-2) if g_amps.ndim == 1 else g_amps
+        g_tr = (r2.transpose(-1, -2) @ g2).sum_to_size(tr.shape)  # (*P, D', 2D)
+        if ctx.jacobian:
+            (jac,) = rest  # (*P, L, n·k, D'·2D)
+            flat = g_tr.flatten(-2).unsqueeze(-2).unsqueeze(-1)  # (*P, 1, D'·2D, 1)
+            dw = (jac @ flat)[..., 0] * 0.5  # (*P, L, n·k)
+            grad_w = dw.unflatten(-1, (spec.n_qubits, spec.n_rot)).transpose(-3, -2)
+            return grad_w.sum_to_size(weights.shape), grad_r, None, None
+        mats, shifted, factors, *prefix = rest
+        g_rows = torch.view_as_complex(g_tr.unflatten(-1, (spec.dim, 2)).contiguous())
+        if stride > 1:
+            g_total = g_rows.new_zeros(*g_rows.shape[:-2], spec.dim, spec.dim)
+            g_total[..., ::stride, :] = g_rows
+        else:
+            g_total = g_rows
+        grads: list[Tensor] = [g_total] * spec.n_layers
+        h = g_total
+        for layer in range(spec.n_layers - 1, 0, -1):
+            grads[layer] = prefix[layer - 1].mH @ h
+            h = h @ mats[..., layer, :, :].mH
+        grads[0] = h
+        g_mats = torch.stack(grads, dim=-3).flatten(-2)  # (*P, L, D²)
+        grad_w = _layer_weight_grad(c, g_mats, shifted, factors, c.layer_const)
+        return grad_w.sum_to_size(weights.shape), grad_r, None, None
+
+
 def layer_matrices(spec: CircuitSpec, c: Consts, weights: Tensor, phase: bool = True) -> Tensor:
     """Transposed layer matrices M_lᵀ. (*P, L, D, D) complex.
 
     With ``phase`` (and no re-uploading) layer 0 also carries diag((-i)^popcount) of the real path.
+    Differentiable in ``weights`` through a hand-written backward (first order only).
     """
-    n, k, dim = spec.n_qubits, spec.n_rot, spec.dim
-    w = weights.transpose(-3, -2)  # (*P, L, n, k)
-    cs = torch.cos(w.unsqueeze(-1) * 0.5 - c.offsets)  # (*P, L, n, k, 2): cos, sin of θ/2
-    prods = cs.flatten(-2).index_select(-1, c.rot_gather)  # (*P, L, n, k·2^k)
-    prods = prods.unflatten(-1, (k, 2**k)).prod(-2)  # (*P, L, n, 2^k)
-    rot = torch.view_as_complex((prods @ c.rot_table).unflatten(-1, (4, 2)))  # (*P, L, n, 4)
-    mats = rot.flatten(-2).index_select(-1, c.kron_gather)  # (*P, L, n·D·D)
-    mats = mats.unflatten(-1, (n, dim, dim)).prod(-3)  # (*P, L, D, D)
-    return mats * (c.layer_const if phase else c.layer_const_plain)
+    const = c.layer_const if phase else c.layer_const_plain  # (L, D²)
+    if torch.is_grad_enabled() and weights.requires_grad:
+        mats = _LayerMatrices.apply(weights, spec, c, const)
+    else:
+        rot = _rotations(spec, c, weights, shifted=False)[..., 0, :]
+        mats = prod_dim(_kron_factors(spec, c, rot), -2) * const
+    return mats.unflatten(-1, (spec.dim, spec.dim))
+
+
+def layer_matrices_autograd(
+    spec: CircuitSpec, c: Consts, weights: Tensor, phase: bool = True
+) -> Tensor:
+    """``layer_matrices`` differentiated by plain autograd (the reference for tests; slower)."""
+    const = c.layer_const if phase else c.layer_const_plain
+    rot = _rotations(spec, c, weights, shifted=False)[..., 0, :]
+    mats = prod_dim(_kron_factors(spec, c, rot), -2) * const
+    return mats.unflatten(-1, (spec.dim, spec.dim))
+
+
+def prod_dim(t: Tensor, dim: int) -> Tensor:
+    """Product over ``dim`` as a chain of elementwise multiplies (torch.prod is slow on CPU for
+    complex tensors and its backward checks for zeros)."""
+    parts = t.unbind(dim)
+    out = parts[0]
+    for part in parts[1:]:
+        out = out * part
+    return out
 
 
 def chain_product(mats: Tensor) -> Tensor:
@@ -90,7 +317,7 @@ def product_state(spec: CircuitSpec, c: Consts, half: Tensor) -> Tensor:
     n_in = spec.n_inputs
     pairs = torch.cos(half.unsqueeze(-1) - c.offsets)  # (*X, n_in, 2): cos, sin
     gathered = pairs.flatten(-2).index_select(-1, c.enc_gather)  # (*X, n_in·2^n_in)
-    return gathered.unflatten(-1, (n_in, 2**n_in)).prod(-2)
+    return prod_dim(gathered.unflatten(-1, (n_in, 2**n_in)), -2)
 
 
 def unitary_real(spec: CircuitSpec, c: Consts, weights: Tensor) -> Tensor:
@@ -106,6 +333,10 @@ def state_interleaved(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tenso
     if not spec.reupload:
         r = product_state(spec, c, half.squeeze(-2))  # (*X, 2^n_in)
         return r @ unitary_real(spec, c, weights)
+    return _reupload_interleaved(spec, c, weights, half)
+
+
+def _reupload_interleaved(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:
     mats = layer_matrices(spec, c, weights)  # (*P, L, D, D) = M_lᵀ
     left = c.hadamard @ mats  # H·M_lᵀ  (unnormalised)
     kt = left[..., :-1, :, :] @ c.hadamard_scaled  # (H M H)ᵀ for l < L, unitary
@@ -119,9 +350,13 @@ def state_interleaved(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tenso
 
 def expval_z(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:
     """⟨Z_m⟩ for the measured wires. (*O, n_measure)."""
-    amps = state_interleaved(spec, c, weights, half)
-    table = c.readout2_reupload if spec.reupload else c.readout2
-    return amps.square() @ table
+    if spec.reupload:
+        return _reupload_interleaved(spec, c, weights, half).square() @ c.readout2_reupload
+    r = product_state(spec, c, half.squeeze(-2))  # (*X, 2^n_in)
+    if torch.is_grad_enabled() and (weights.requires_grad or r.requires_grad):
+        out: Tensor = _FusedExpval.apply(weights, r, spec, c)
+        return out
+    return (r @ unitary_real(spec, c, weights)).square() @ c.readout2
 
 
 def statevector(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:

@@ -65,7 +65,7 @@ def depolarize(rho: Tensor, wire: int, n_qubits: int, p: float) -> Tensor:
     r6 = rho.unflatten(-1, (a, 2, c)).unflatten(-4, (a, 2, c))  # (..., a, 2, c, a, 2, c)
     traced = r6[..., :, 0, :, :, 0, :] + r6[..., :, 1, :, :, 1, :]  # (..., a, c, a, c)
     eye = torch.eye(2, dtype=rho.dtype, device=rho.device).view(2, 1, 1, 2, 1)
-    mixed = traced.unsqueeze(-3).unsqueeze(-1) * eye  # (..., a, 2, c, a, 2, c)
+    mixed = traced.unsqueeze(-2).unsqueeze(-5) * eye  # (..., a, 2, c, a, 2, c)
     out = lam * r6 + (0.5 * (1.0 - lam)) * mixed
     return out.flatten(-3).flatten(-4, -2)
 
