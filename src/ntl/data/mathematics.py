@@ -45,6 +45,7 @@ __all__ = [
     "categories",
     "extrapolation_twin",
     "generate",
+    "generate_many",
 ]
 
 FORMAT_VERSION = 1
@@ -202,20 +203,25 @@ def _sample(fn: Callable[[], Any], n: int) -> list[tuple[str, str]]:
     return out
 
 
-def _generate_uncached(category: str, n: int, seed: int, split: str) -> list[tuple[str, str]]:
+Request = tuple[str, int, int, str]  # (category, n, seed, split)
+
+
+def _generate_uncached(requests: list[Request]) -> list[list[tuple[str, str]]]:
     """Generate in a process whose string hashing is fixed (``PYTHONHASHSEED=0``).
 
-    Some generator modules (algebra, ``*_composed``) iterate over sets, so their output depends on
-    python's hash seed; a child process with a fixed seed makes them reproducible everywhere.
+    Some generator modules (algebra, ``*_composed``) pick from sets of strings, so their output
+    depends on python's hash seed; one child process with a fixed seed serves all ``requests``.
     """
     if os.environ.get("PYTHONHASHSEED") == "0" and not sys.flags.hash_randomization:
-        return _generate_here(category, n, seed, split)
+        return [_generate_here(*r) for r in requests]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    cmd = [sys.executable, "-m", "ntl.data.mathematics", category, str(n), str(seed), split]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    cmd = [sys.executable, "-m", "ntl.data.mathematics"]
+    proc = subprocess.run(
+        cmd, env=env, input=json.dumps(requests), capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"generator process failed for {category!r}: {proc.stderr[-2000:]}")
-    return [(str(q), str(a)) for q, a in json.loads(proc.stdout)]
+        raise RuntimeError(f"generator process failed: {proc.stderr[-2000:]}")
+    return [[(str(q), str(a)) for q, a in pairs] for pairs in json.loads(proc.stdout)]
 
 
 def _generate_here(category: str, n: int, seed: int, split: str) -> list[tuple[str, str]]:
@@ -249,6 +255,70 @@ def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def _check_request(category: object, n: object, seed: object, split: object) -> Request:
+    if not isinstance(category, str):
+        raise TypeError(f"category must be a str, got {type(category).__name__}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if not isinstance(split, str):
+        raise TypeError(f"split must be a str, got {type(split).__name__}")
+    _check_split(split)
+    table = _module_table()[split]
+    if split == "extrapolate" and category not in table:
+        category = extrapolation_twin(category)
+    if category not in table:
+        raise ValueError(
+            f"category {category!r} is not a {split!r} category; known: {sorted(table)}"
+        )
+    return (category, n, seed, split)
+
+
+def _read_cache(path: Path) -> list[tuple[str, str]] | None:
+    if not path.exists():
+        return None
+    with path.open() as fh:
+        payload = json.load(fh)
+    if payload.get("format_version") != FORMAT_VERSION:
+        return None
+    return [(str(q), str(a)) for q, a in payload["pairs"]]
+
+
+def generate_many(
+    requests: list[tuple[str, int, int, str]], *, cache: bool = True
+) -> list[list[tuple[str, str]]]:
+    """:func:`generate` for several ``(category, n, seed, split)`` requests at once.
+
+    Uncached requests are generated together (one generator process), so this is much faster
+    than separate calls; each result equals ``generate(*request)``.
+    """
+    checked = [_check_request(*r) for r in requests]
+    results: list[list[tuple[str, str]] | None] = [
+        _read_cache(_cache_path(*r)) if cache else None for r in checked
+    ]
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        fresh = _generate_uncached([checked[i] for i in missing])
+        for i, pairs in zip(missing, fresh):
+            results[i] = pairs
+            if cache:
+                category, n, seed, split = checked[i]
+                _write_atomic(
+                    _cache_path(*checked[i]),
+                    {
+                        "format_version": FORMAT_VERSION,
+                        "package_version": _package_version(),
+                        "category": category,
+                        "split": split,
+                        "n": n,
+                        "seed": seed,
+                        "pairs": [list(p) for p in pairs],
+                    },
+                )
+    return [r for r in results if r is not None]
+
+
 def generate(
     category: str, n: int, seed: int, split: str = "train", *, cache: bool = True
 ) -> list[tuple[str, str]]:
@@ -262,43 +332,9 @@ def generate(
         split: ``"train" | "interpolate" | "extrapolate"``.
         cache: read/write the on-disk cache (see :func:`cache_dir`).
     """
-    if not isinstance(category, str):
-        raise TypeError(f"category must be a str, got {type(category).__name__}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    _check_split(split)
-    table = _module_table()[split]
-    if split == "extrapolate" and category not in table:
-        category = extrapolation_twin(category)
-    if category not in table:
-        raise ValueError(
-            f"category {category!r} is not a {split!r} category; known: {sorted(table)}"
-        )
-    path = _cache_path(category, n, seed, split)
-    if cache and path.exists():
-        with path.open() as fh:
-            payload = json.load(fh)
-        if payload.get("format_version") == FORMAT_VERSION:
-            return [(str(q), str(a)) for q, a in payload["pairs"]]
-    pairs = _generate_uncached(category, n, seed, split)
-    if cache:
-        _write_atomic(
-            path,
-            {
-                "format_version": FORMAT_VERSION,
-                "package_version": _package_version(),
-                "category": category,
-                "split": split,
-                "n": n,
-                "seed": seed,
-                "pairs": [list(p) for p in pairs],
-            },
-        )
-    return pairs
+    return generate_many([(category, n, seed, split)], cache=cache)[0]
 
 
 if __name__ == "__main__":
-    _cat, _n, _seed, _split = sys.argv[1:5]
-    json.dump(_generate_here(_cat, int(_n), int(_seed), _split), sys.stdout)
+    _requests = json.load(sys.stdin)
+    json.dump([_generate_here(c, int(n), int(s), sp) for c, n, s, sp in _requests], sys.stdout)

@@ -25,7 +25,7 @@ from ntl.data.mathematics import (
     PAPER_EXTRAPOLATE_CATEGORIES,
     PAPER_TRAIN_CATEGORIES,
     extrapolation_twin,
-    generate,
+    generate_many,
 )
 from ntl.data.tokenizer import digit_tokenizer
 from ntl.experiments.evaluation import evaluate_splits
@@ -173,11 +173,14 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     tokenizer = digit_tokenizer()
     vocab = NumberVocab.from_tokenizer(tokenizer, vocab_size=len(tokenizer))
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    train_pairs = [p for c in cfg.categories for p in generate(c, cfg.train_size, data_seed)]
-    eval_data = {
-        "interpolate": {c: generate(c, cfg.eval_size, data_seed, "interpolate") for c in cfg.categories},
-        "extrapolate": {c: generate(c, cfg.eval_size, data_seed, "extrapolate") for c in _extrapolate(cfg)},
-    }
+    requests = [(c, cfg.train_size, data_seed, "train") for c in cfg.categories]
+    requests += [(c, cfg.eval_size, data_seed, "interpolate") for c in cfg.categories]
+    requests += [(c, cfg.eval_size, data_seed, "extrapolate") for c in _extrapolate(cfg)]
+    generated = dict(zip(requests, generate_many(requests)))  # one generator process
+    train_pairs = [p for r in requests if r[3] == "train" for p in generated[r]]
+    eval_data: dict[str, dict[str, list[tuple[str, str]]]] = {"interpolate": {}, "extrapolate": {}}
+    for category, _, _, split in requests[len(cfg.categories) :]:
+        eval_data[split][category] = generated[(category, cfg.eval_size, data_seed, split)]
     examples = _encode(tokenizer, train_pairs, cfg.arch)
     spec = ModelSpec(
         cfg.arch, len(tokenizer), cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads
