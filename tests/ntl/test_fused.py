@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntl import NumberVocab, cross_entropy_with_ntl
+from ntl import CrossEntropyWithNTL, NumberVocab, cross_entropy_with_ntl
 from ntl.fused import fused_cross_entropy_with_ntl
 
 KINDS = ("was", "mse", "mae", "huber")
@@ -291,7 +291,7 @@ def test_fused_non_contiguous_logits_and_no_mutation() -> None:
     loss = fused_cross_entropy_with_ntl(x, labels, vocab.token_ids, vocab.values, chunk_size=4)
     loss.backward()
     x_ref = logits.clone().requires_grad_()
-    ref = cross_entropy_with_ntl(x_ref, labels, vocab)
+    ref = cross_entropy_with_ntl(x_ref, labels, vocab, fused=False)
     ref.backward()
     g_ref = x_ref.grad
     torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-6, atol=0)
@@ -301,11 +301,16 @@ def test_fused_non_contiguous_logits_and_no_mutation() -> None:
     assert torch.equal(base.detach(), logits_before)
 
 
-def test_public_api_dispatches_to_fused() -> None:
+def test_public_api_uses_fused_by_default() -> None:
     logits, labels, vocab = make_batch((2, 10), 40, 5, 0.4, 0.1, seed=11)
     x = logits.clone().requires_grad_()
-    loss = cross_entropy_with_ntl(x, labels, vocab, fused=True, kind="mse")
-    assert type(loss.grad_fn).__name__.startswith("_FusedCrossEntropyNTL")
+    for loss in (
+        cross_entropy_with_ntl(x, labels, vocab, kind="mse"),
+        CrossEntropyWithNTL(vocab, kind="mse")(x, labels),
+    ):
+        assert type(loss.grad_fn).__name__.startswith("_FusedCrossEntropyNTL")
+    reference = cross_entropy_with_ntl(x, labels, vocab, kind="mse", fused=False)
+    assert not type(reference.grad_fn).__name__.startswith("_FusedCrossEntropyNTL")
 
 
 @pytest.mark.parametrize(
