@@ -5,6 +5,7 @@
 >>> loss = cross_entropy_with_ntl(logits, labels, vocab)     # doctest: +SKIP
 """
 
+from ntl.linear import linear_cross_entropy_with_ntl
 from ntl.loss import (
     CrossEntropyWithNTL,
     NTLoss,
@@ -21,6 +22,7 @@ __all__ = [
     "NumberVocab",
     "cross_entropy_with_ntl",
     "gaussian_number_targets",
+    "linear_cross_entropy_with_ntl",
     "number_token_loss",
     "predict_numbers",
 ]
