@@ -51,7 +51,9 @@ class RunCmd:
     backend: Literal["local", "ray"] = "local"
     """local: a process pool on this machine; ray: Ray tasks (local Ray, or --ray-address)."""
     workers: int | None = None
-    """Parallel runs (default: the number of CPU cores); torch threads per run = cores // workers."""
+    """Parallel runs (default: the number of CPU cores)."""
+    threads: int | None = None
+    """torch threads per run (default: max(1, cores // workers))."""
     ray_address: str | None = None
     """Address of an existing Ray cluster (default: start a single-node Ray on this machine)."""
     group_seeds: bool = False
@@ -141,7 +143,7 @@ def _cmd_run(cmd: RunCmd) -> int:
         parse_seeds(cmd.seeds),
         cmd.out,
         group_seeds=cmd.group_seeds,
-        threads=default_threads(cmd.workers),
+        threads=cmd.threads if cmd.threads is not None else default_threads(cmd.workers),
         tensorboard=cmd.tensorboard,
     )
     if plan.skipped:

@@ -83,6 +83,8 @@ def plan_sweep(
     Raises (before touching any file) on an unknown config or key, or when an existing run
     folder holds a different config.
     """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     spec = get_spec(experiment)
     exp = load_experiment(spec)
     names = list(config_names) if config_names else list(exp.configs)

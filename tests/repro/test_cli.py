@@ -50,6 +50,7 @@ def test_list_shows_registered_experiments_and_configs(capsys: pytest.CaptureFix
         (["run", "toy", "--seeds", "3-1"], "--seeds: cannot parse '3-1'"),
         (["run", "toy", "--seeds", "a"], "--seeds: cannot parse 'a'"),
         (["run", "toy", "--workers", "0"], "workers must be >= 1, got 0"),
+        (["run", "toy", "--threads", "0"], "threads must be an int >= 1, got 0"),
     ],
 )
 def test_run_errors_name_the_bad_value(
