@@ -1,0 +1,278 @@
+"""ntl.experiments: losses, collators, data order, tiny end-to-end runs, resume, regression."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ntl import NumberVocab, number_token_loss
+from ntl.data.mathematics import CACHE_ENV
+from ntl.data.tokenizer import digit_tokenizer
+from ntl.experiments import arith, regression
+from ntl.experiments.evaluation import greedy_decode
+from ntl.experiments.models import ModelSpec, build_model
+from ntl.experiments.training import (
+    LOSSES,
+    StepStream,
+    causal_collate,
+    make_loss,
+    seq2seq_collate,
+)
+
+TINY = dict(
+    categories=("arithmetic__add_or_sub",),
+    train_size=16,
+    eval_size=3,
+    d_model=16,
+    d_ff=32,
+    num_layers=1,
+    num_heads=2,
+    max_steps=4,
+    batch_size=4,
+    warmup_steps=1,
+    log_every=2,
+    eval_every=4,
+    checkpoint_every=2,
+    eval_batch_size=2,
+    max_new_tokens=4,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("ntl-cache"))
+    yield
+    if old is None:
+        del os.environ[CACHE_ENV]
+    else:
+        os.environ[CACHE_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def tok() -> object:
+    return digit_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def vocab(tok: object) -> NumberVocab:
+    return NumberVocab.from_tokenizer(tok)
+
+
+def _batch(vocab: NumberVocab, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 5, vocab.vocab_size, generator=g, dtype=torch.float64)  # (B, T, V)
+    labels = torch.randint(0, vocab.vocab_size, (3, 5), generator=g)  # (B, T)
+    labels[0, :2] = vocab.token_ids[torch.tensor([3, 7])]  # digit positions for sure
+    labels[1, 4] = -100
+    labels[2, 3:] = -100
+    return logits, labels
+
+
+def test_ce_loss_is_torch_cross_entropy(vocab: NumberVocab) -> None:
+    logits, labels = _batch(vocab)
+    out = SimpleNamespace(logits=logits)
+    loss = make_loss("ce", vocab, 0.3, 1.0, causal=False)
+    ref = F.cross_entropy(logits.reshape(-1, vocab.vocab_size), labels.reshape(-1))
+    assert torch.allclose(loss(out, labels), ref)
+    ref_sum = F.cross_entropy(logits.reshape(-1, vocab.vocab_size), labels.reshape(-1), reduction="sum")
+    assert torch.allclose(loss(out, labels, num_items_in_batch=40), ref_sum / 40)
+
+
+@pytest.mark.parametrize("kind", ["was", "mse"])
+def test_ntl_loss_is_ce_plus_weighted_ntl(vocab: NumberVocab, kind: str) -> None:
+    logits, labels = _batch(vocab, 1)
+    out = SimpleNamespace(logits=logits)
+    loss = make_loss(f"ntl-{kind}", vocab, 0.7, 1.0, causal=False)
+    n = int((labels != -100).sum())
+    ce = F.cross_entropy(logits.reshape(-1, vocab.vocab_size), labels.reshape(-1), reduction="sum")
+    ntl = number_token_loss(logits, labels, vocab, kind=kind, reduction="sum")
+    assert torch.allclose(loss(out, labels), (ce + 0.7 * ntl) / n)
+
+
+def test_gaussian_ce(vocab: NumberVocab) -> None:
+    logits, labels = _batch(vocab, 2)
+    out = SimpleNamespace(logits=logits)
+    ce = make_loss("ce", vocab, 0.3, 1.0, causal=False)(out, labels)
+    # A vanishing sigma puts all target mass on the label: plain CE.
+    sharp = make_loss("gauss-ce", vocab, 0.3, 1e-3, causal=False)(out, labels)
+    assert torch.allclose(sharp.double(), ce, atol=1e-6)
+    # sigma = 1.5 by hand: at digit positions -sum_j q_j log p_j, q_j ∝ exp(-(j - y)^2 / 4.5).
+    logp = torch.log_softmax(logits, -1)
+    values = vocab.values.double()
+    total = 0.0
+    for b in range(3):
+        for t in range(5):
+            y = int(labels[b, t])
+            if y == -100:
+                continue
+            where = (vocab.token_ids == y).nonzero()
+            if len(where):
+                q = torch.softmax(-((values - values[where[0, 0]]) ** 2) / (2 * 1.5**2), 0)
+                total += float(-(q * logp[b, t, vocab.token_ids]).sum())
+            else:
+                total += float(-logp[b, t, y])
+    n = int((labels != -100).sum())
+    smooth = make_loss("gauss-ce", vocab, 0.3, 1.5, causal=False)(out, labels)
+    assert float(smooth) == pytest.approx(total / n, rel=1e-5)
+    both = make_loss("gauss-ce+ntl-was", vocab, 0.3, 1.5, causal=False)(out, labels)
+    was = number_token_loss(logits, labels, vocab, kind="was", reduction="sum")
+    assert float(both) == pytest.approx(total / n + 0.3 * float(was) / n, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_name", ["ce", "ntl-was", "gauss-ce+ntl-was"])
+def test_causal_loss_shifts_labels(vocab: NumberVocab, loss_name: str) -> None:
+    logits, labels = _batch(vocab, 3)
+    out = SimpleNamespace(logits=logits)
+    shifted = torch.cat([labels[:, 1:], torch.full((3, 1), -100)], dim=1)
+    causal = make_loss(loss_name, vocab, 0.3, 1.0, causal=True)(out, labels)
+    plain = make_loss(loss_name, vocab, 0.3, 1.0, causal=False)(out, shifted)
+    assert torch.allclose(causal, plain)
+
+
+def test_make_loss_rejects_unknown(vocab: NumberVocab) -> None:
+    with pytest.raises(ValueError, match="loss must be one of"):
+        make_loss("ntl-foo", vocab, 0.3, 1.0, causal=False)
+
+
+def test_collators() -> None:
+    batch = [([5, 6, 7, 1], [8, 1]), ([9, 1], [4, 5, 6, 1])]
+    s2s = seq2seq_collate(batch)
+    assert s2s["input_ids"].tolist() == [[5, 6, 7, 1], [9, 1, 0, 0]]
+    assert s2s["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert s2s["labels"].tolist() == [[8, 1, -100, -100], [4, 5, 6, 1]]
+    assert s2s["decoder_input_ids"].tolist() == [[0, 8, 1, 0], [0, 4, 5, 6]]
+    causal = causal_collate([([5, 6], [8, 1]), ([9], [4, 5, 1])])
+    assert causal["input_ids"].tolist() == [[5, 6, 3, 8, 1], [9, 3, 4, 5, 1]]
+    assert causal["labels"].tolist() == [[-100, -100, -100, 8, 1], [-100, -100, 4, 5, 1]]
+
+
+def test_step_stream_order() -> None:
+    examples = list(range(10))
+    full = list(StepStream(examples, seed=3, batch_size=4, start=0, end=6))
+    parts = list(StepStream(examples, 3, 4, 0, 2)) + list(StepStream(examples, 3, 4, 2, 6))
+    assert full == parts and len(full) == 24
+    assert sorted(full[:10]) == examples and sorted(full[10:20]) == examples  # epochs
+    assert full[:10] != examples  # shuffled
+    assert list(StepStream(examples, 4, 4, 0, 6)) != full
+
+
+@pytest.mark.parametrize("arch", ["t5", "causal"])
+def test_greedy_decode_batched_equals_one_by_one(tok: object, arch: str) -> None:
+    model = build_model(ModelSpec(arch, len(tok), 16, 32, 1, 2), seed=0)  # type: ignore[arg-type]
+    questions = ["1 + 2", "What is 345 - 6?", "7", "Round 0.25 to one dp."]
+    batched = greedy_decode(model, tok, questions, arch=arch, batch_size=4, max_new_tokens=5)
+    single = [greedy_decode(model, tok, [q], arch=arch, max_new_tokens=5)[0] for q in questions]
+    assert batched == single
+    assert all(isinstance(a, str) for a in batched)
+
+
+def _tiny(**kw: object) -> arith.ArithConfig:
+    return arith.ArithConfig(**{**TINY, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("loss", "arch"), [(name, "t5") for name in LOSSES] + [("ntl-was", "causal")]
+)
+def test_tiny_training_run(tmp_path: Path, loss: str, arch: str) -> None:
+    rows = list(arith.run(_tiny(loss=loss, arch=arch), tmp_path))
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(math.isfinite(r["losses/train"]) for r in rows)
+    final = rows[-1]
+    for split, category in [
+        ("interpolate", "arithmetic__add_or_sub"),
+        ("extrapolate", "arithmetic__add_or_sub_big"),
+    ]:
+        for metric in ("accuracy", "mae", "invalid_rate", "token_accuracy"):
+            assert f"eval/{split}/{metric}" in final
+            assert f"eval/{split}/{category}/{metric}" in final
+        assert final[f"eval/{split}/count"] == 3.0
+    json.dumps(rows)  # rows are JSON-serialisable scalars
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 4
+
+
+def test_training_reduces_loss(tmp_path: Path) -> None:
+    cfg = _tiny(loss="ntl-was", train_size=8, max_steps=40, log_every=10, eval_every=40,
+                checkpoint_every=40, lr=3e-3, d_model=32, d_ff=64)
+    rows = list(arith.run(cfg, tmp_path))
+    assert rows[-1]["losses/train"] < 0.7 * rows[0]["losses/train"]
+
+
+def test_resume_gives_identical_rows(tmp_path: Path) -> None:
+    cfg = _tiny(loss="ntl-was", max_steps=6, eval_every=2, checkpoint_every=4)
+    full = list(arith.run(cfg, tmp_path / "a"))
+    seen = []
+    gen = arith.run(cfg, tmp_path / "b")
+    for row in gen:  # interrupt right after the checkpoint at step 4
+        seen.append(row)
+        if row["step"] == 4:
+            break
+    gen.close()
+    rest = list(arith.run(cfg, tmp_path / "b"))
+    assert rest[0]["step"] <= 4  # the checkpoint's rows come again first
+    merged = seen + [r for r in rest if r["step"] > seen[-1]["step"]]
+    assert json.dumps(merged) == json.dumps(full)
+    # A different config must not silently resume from this checkpoint.
+    with pytest.raises(ValueError, match="different config"):
+        list(arith.run(dataclasses.replace(cfg, lr=0.5), tmp_path / "b"))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(loss="xe"), "loss must be one of"),
+        (dict(arch="rnn"), "arch must be one of"),
+        (dict(eval_every=3), "multiple of log_every"),
+        (dict(max_steps=0), "max_steps must be"),
+        (dict(categories=()), "categories must not be empty"),
+    ],
+)
+def test_arith_config_validation(tmp_path: Path, kw: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        next(arith.run(_tiny(**kw), tmp_path))
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_named_configs() -> None:
+    assert {"ce", "ntl-was", "ntl-mse", "paper-ce", "paper-ntl-was", "paper-ntl-mse"} <= set(
+        arith.CONFIGS
+    )
+    assert arith.CONFIGS["ntl-was"].loss == "ntl-was" and arith.CONFIGS["ntl-was"].ntl_weight == 0.3
+    assert len(arith.CONFIGS["paper-ce"].categories) == 13
+    assert len(arith.CONFIGS["paper-ce"].extrapolate_categories or ()) == 7
+    assert set(regression.CONFIGS) == {"ce", "ntl-was", "regression-head"}
+    assert regression.CONFIGS["ntl-was"].ntl_weight == 2.0
+
+
+def test_diabetes_text(tok: object) -> None:
+    pairs = regression.diabetes_text()
+    assert len(pairs) == 442
+    assert pairs[0][0].startswith("age ")
+    assert all(a.isdigit() for _, a in pairs)
+    ids = tok([q for q, _ in pairs[:20]])["input_ids"]  # type: ignore[operator]
+    assert all(tok.unk_token_id not in row for row in ids)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", ["ce", "ntl-was", "regression-head"])
+def test_regression_smoke(tmp_path: Path, method: str) -> None:
+    cfg = regression.RegressionConfig(
+        method=method, d_model=16, d_ff=32, num_layers=1, num_heads=2, max_steps=4,
+        log_every=2, eval_every=4, checkpoint_every=4, batch_size=8,
+    )
+    rows = list(regression.run(cfg, tmp_path))
+    assert [r["step"] for r in rows] == [2, 4]
+    for key in ("regression/rmse", "regression/r2", "regression/mae", "regression/invalid_rate"):
+        assert key in rows[-1]
+    if method == "regression-head":
+        assert rows[-1]["regression/invalid_rate"] == 0.0
+        assert math.isfinite(rows[-1]["regression/rmse"])
