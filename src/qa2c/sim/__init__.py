@@ -1,10 +1,40 @@
 """Batched differentiable statevector simulation in pure PyTorch."""
 
 from qa2c.sim.diagnostics import dead_parameters, gate_sequence
+from qa2c.sim.gates import (
+    CNOT,
+    CRZ,
+    CZ,
+    RX,
+    RY,
+    RZ,
+    Rot,
+    apply_cnot,
+    apply_cz,
+    apply_gate,
+    expval_z,
+    expval_zz,
+    probabilities,
+    zero_state,
+)
 from qa2c.sim.noise import NoiseModel
 from qa2c.sim.spec import ENCODINGS, ENTANGLERS, LAYER_ORDERS, CircuitSpec, entangler_gates
 
 __all__ = [
+    "CNOT",
+    "CRZ",
+    "CZ",
+    "RX",
+    "RY",
+    "RZ",
+    "Rot",
+    "apply_cnot",
+    "apply_cz",
+    "apply_gate",
+    "expval_z",
+    "expval_zz",
+    "probabilities",
+    "zero_state",
     "ENCODINGS",
     "ENTANGLERS",
     "LAYER_ORDERS",

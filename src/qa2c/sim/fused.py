@@ -68,12 +68,9 @@ class Consts:
         )
         self.jac_size = (1 + n * k) * n * 4**n  # complex entries gathered per layer
         n_layers = tables.layer_const.shape[0]
-        layer_const = np.broadcast_to(tables.layer_const, (n_layers, 2**n, 2**n)).reshape(
-            n_layers, -1
-        )
-        plain = np.broadcast_to(tables.layer_const_plain, (n_layers, 2**n, 2**n)).reshape(
-            n_layers, -1
-        )
+        full = (n_layers, 2**n, 2**n)
+        layer_const = np.array(np.broadcast_to(tables.layer_const, full)).reshape(n_layers, -1)
+        plain = np.array(np.broadcast_to(tables.layer_const_plain, full)).reshape(n_layers, -1)
         self.layer_const = torch.as_tensor(layer_const, dtype=cdtype, device=device)  # (L, D²)
         self.layer_const_plain = torch.as_tensor(plain, dtype=cdtype, device=device)
         self.enc_half_scale = torch.as_tensor(tables.enc_half_scale, dtype=dtype, device=device)
@@ -172,7 +169,7 @@ class _FusedExpval(torch.autograd.Function):
 
     Forward: layer matrices, their product T, amplitudes r @ T (real/imag interleaved), squares,
     readout. Backward by hand (the circuit is overhead-bound at small sizes, so the number of
-    kernel launches is what counts). For small circuits (``Consts.jac_size`` <= JACOBIAN_LIMIT) the
+    kernel launches is what counts). For small circuits (``Consts.jac_size`` × parameter sets <= JACOBIAN_LIMIT) the
     forward also builds ∂T/∂w for every weight (the π-shifted layer variants sandwiched between the
     prefix and suffix products), so the weight gradient is a single matmul; larger circuits
     back-propagate through the layer chain and the Kronecker factors instead.
@@ -181,7 +178,8 @@ class _FusedExpval(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weights: Tensor, r: Tensor, spec: CircuitSpec, c: Consts) -> Tensor:
         need_w = ctx.needs_input_grad[0]
-        jacobian = need_w and c.jac_size <= JACOBIAN_LIMIT
+        n_sets = weights.numel() // (spec.n_qubits * spec.n_layers * spec.n_rot)
+        jacobian = need_w and c.jac_size * n_sets <= JACOBIAN_LIMIT
         n_layers, dim = spec.n_layers, spec.dim
         stride = 2 ** (spec.n_qubits - spec.n_inputs)
         rot = _rotations(spec, c, weights, shifted=need_w)  # (*P, L, n, V, 4)
