@@ -62,6 +62,8 @@ class A2CConfig:
     """clip each agent's gradient (actor and critic separately) to this norm; 0 = off"""
     adam_eps: float = 1e-8
     """Adam epsilon"""
+    lr_anneal_steps: int = 0
+    """anneal both learning rates linearly to 0 over this many env steps per agent; 0 = constant"""
 
     def validate(self) -> None:
         """Raise ValueError on an out-of-range or conflicting field."""
@@ -75,6 +77,8 @@ class A2CConfig:
         for name in ("n_envs", "n_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.lr_anneal_steps < 0:
+            raise ValueError(f"lr_anneal_steps: expected >= 0, got {self.lr_anneal_steps}")
         if self.ent_coef < 0 or self.max_grad_norm < 0:
             raise ValueError(
                 f"ent_coef/max_grad_norm: expected >= 0, got {self.ent_coef}, {self.max_grad_norm}"
@@ -302,6 +306,10 @@ class A2C:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         self.adam_step += 1
         bc1, bc2 = 1 - b1**self.adam_step, 1 - b2**self.adam_step
+        frac = 1.0
+        if self.config.lr_anneal_steps:  # linear decay, a function of the step count only
+            done = self.steps - self.n_envs * self.config.n_steps  # steps before this rollout
+            frac = max(0.0, 1.0 - done / self.config.lr_anneal_steps)
         with torch.no_grad():
             torch._foreach_lerp_(self.adam_m, grads, 1 - b1)
             torch._foreach_mul_(self.adam_v, b2)
@@ -309,7 +317,9 @@ class A2C:
             denom = torch._foreach_sqrt(self.adam_v)
             torch._foreach_div_(denom, bc2**0.5)
             torch._foreach_add_(denom, self.config.adam_eps)
-            torch._foreach_addcdiv_(params, self.adam_m, denom, [-lr / bc1 for lr in self._lrs])
+            torch._foreach_addcdiv_(
+                params, self.adam_m, denom, [-lr * frac / bc1 for lr in self._lrs]
+            )
         for p in params:
             p.grad = None
 

@@ -146,7 +146,11 @@ class QuantumHead(Head):
 
     def stacked(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         iw = params.get("vqc.input_weights")
-        z = self.vqc.functional(params["vqc.weights"], x, iw)  # (A, B, n_measure)
+        w = params["vqc.weights"]  # (A, n_qubits, n_layers, k)
+        if w.shape[0] == 1:  # one agent: the simulator's unstacked path (fewer, cheaper kernels)
+            z = self.vqc.functional(w[0], x[0], None if iw is None else iw[0]).unsqueeze(0)
+        else:
+            z = self.vqc.functional(w, x, iw)  # (A, B, n_measure)
         if self.mode == "hybrid":
             h = ((z + 1) / 2).relu()  # the paper's ReLU on p_i (a no-op on [0, 1], kept faithfully)
             w, b = params["post.weight"], params["post.bias"]  # (A, n_out, m), (A, n_out)

@@ -185,3 +185,17 @@ def test_env_with_other_sizes_is_rejected() -> None:
         A2C([agent], [0], A2CConfig(), env_id="MountainCar-v0")
     with pytest.raises(ValueError, match="action space"):
         A2C([build_agent("A2C", n_obs=4, n_actions=3)], [0], A2CConfig())
+
+
+def test_lr_annealing_reaches_zero() -> None:
+    """With lr_anneal_steps = 1 the first update uses the full lr and every later one lr 0."""
+    agent = build_agent("A2C", seed=0, dtype=F64)
+    learner = A2C([agent], [0], A2CConfig(lr_anneal_steps=1))
+    learner.iterate()
+    after_first = {n: p.detach().clone() for n, p in learner.actor_params.items()}
+    assert any(
+        not torch.equal(after_first[n], agent.actor.get_parameter(n)[None]) for n in after_first
+    )
+    learner.iterate()
+    for n, p in learner.actor_params.items():
+        assert torch.equal(p.detach(), after_first[n])

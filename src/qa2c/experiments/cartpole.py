@@ -86,6 +86,8 @@ class CartPoleConfig:
     """normalise advantages per agent and rollout"""
     max_grad_norm: float = 0.0
     """per-agent gradient clipping norm (0: off)"""
+    lr_anneal_steps: int = 0
+    """anneal learning rates linearly to 0 over this many env steps (0: constant)"""
 
 
 _PAPER_DEFAULTS = CartPoleConfig()

@@ -1,0 +1,95 @@
+"""QA2C training-step speed: our loop vs the same loop on PennyLane, and population throughput.
+
+Prints, in one run (torch with 1 thread):
+  1. faithful single-agent step time (act + env step + update, batch 1) of classical A2C and of
+     HA2Q on our simulator and on PennyLane default.qubit (``VQC(backend="pennylane")``), and
+     the ratios HA2Q / A2C (target <= 1.5) and PennyLane / ours (target >= 15);
+  2. population throughput (10 seeds in lockstep, one process) of the paper-figure configs
+     A2C5, HA2Q, HQ2C, HQ2Q and the improved pure-quantum config, and the projected wall-clock
+     of the paper's figure (4 configs x 10 seeds x 1 M steps) on 2 cores (2 processes at once).
+
+Usage: python benchmarks/qa2c_step.py [--steps 3000] [--pl-steps 150] [--pop-iters 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+
+import torch
+
+from qa2c.a2c import A2C, A2CConfig
+from qa2c.agents import build_agent
+from qa2c.experiments.cartpole import CONFIGS, algorithm_config, make_agent
+
+
+def step_time(name: str, steps: int, backend: str = "torch") -> float:
+    """Seconds per faithful training step of one agent (after a warm-up)."""
+    kw = {} if backend == "torch" else {"backend": backend}
+    learner = A2C([build_agent(name, seed=0, warn=False, **kw)], [0], A2CConfig())
+    for _ in range(max(10, steps // 10)):
+        learner.iterate()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        learner.iterate()
+    return (time.perf_counter() - t0) / steps
+
+
+def population_rate(config_name: str, n_seeds: int, iters: int) -> float:
+    """Agent environment steps per second of ``n_seeds`` agents trained in lockstep."""
+    cfg = CONFIGS[config_name]
+    agents = [make_agent(dataclasses.replace(cfg, seed=s), warn=False) for s in range(n_seeds)]
+    learner = A2C(agents, list(range(n_seeds)), algorithm_config(cfg))
+    for _ in range(max(5, iters // 10)):
+        learner.iterate()
+    steps0, t0 = learner.steps, time.perf_counter()
+    for _ in range(iters):
+        learner.iterate()
+    return n_seeds * (learner.steps - steps0) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000, help="timed steps per torch agent")
+    parser.add_argument("--pl-steps", type=int, default=150, help="timed steps on PennyLane")
+    parser.add_argument("--pop-iters", type=int, default=400, help="timed lockstep iterations")
+    parser.add_argument("--seeds", type=int, default=10, help="population size")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+
+    a2c = step_time("A2C", args.steps)
+    ha2q = step_time("HA2Q", args.steps)
+    print(f"single agent, faithful step (ms): A2C {a2c * 1e3:.3f}   HA2Q {ha2q * 1e3:.3f}")
+    print(f"  HA2Q / A2C = {ha2q / a2c:.2f}   (target <= 1.5)")
+    try:
+        pl = step_time("HA2Q", args.pl_steps, backend="pennylane")
+    except ImportError as e:
+        print(f"  PennyLane not available ({e})")
+    else:
+        print(f"  HA2Q on PennyLane default.qubit: {pl * 1e3:.2f} ms/step")
+        print(f"  PennyLane / ours = {pl / ha2q:.1f}x   (target >= 15)")
+
+    print(f"population of {args.seeds} seeds in lockstep, one process, agent-steps/s:")
+    hours = 0.0
+    for name in ("A2C5", "HA2Q", "HQ2C", "HQ2Q"):
+        rate = population_rate(name, args.seeds, args.pop_iters)
+        h = args.seeds * 1_000_000 / rate / 3600
+        hours += h
+        print(f"  {name:5s} {rate:9.0f}  -> {args.seeds} seeds x 1M steps: {h:.2f} h on one core")
+    print(
+        f"paper figure (4 configs x {args.seeds} seeds x 1M steps): {hours:.2f} core-hours = "
+        f"{hours / 2:.2f} h wall-clock on 2 cores (target <= 2 h; paper's stack ~200 h)"
+    )
+    rate = population_rate("Q2Q-improved", args.seeds, max(20, args.pop_iters // 20))
+    cfg = CONFIGS["Q2Q-improved"]
+    print(
+        f"  Q2Q-improved {rate:9.0f} agent-steps/s -> {args.seeds} seeds x "
+        f"{cfg.total_steps} steps: {args.seeds * cfg.total_steps / rate / 60:.1f} min on one core"
+    )
+
+
+if __name__ == "__main__":
+    main()
