@@ -244,8 +244,16 @@ def _check_linear_inputs(
             f"found {int(labels[index])} at index {index}"
         )
     for name, value in (("hidden", hidden), ("weight", weight), ("bias", bias)):
-        if value is not None and not bool(torch.isfinite(value.detach()).all()):
-            raise ValueError(f"{name} must be finite (found NaN or inf)")
+        if value is None:
+            continue
+        # one reduction: a non-finite entry makes the float64 sum non-finite
+        if not bool(torch.isfinite(value.detach().sum(dtype=torch.float64))):
+            non_finite = (~torch.isfinite(value.detach())).nonzero()
+            if non_finite.numel():  # else only the float64 sum overflowed
+                where = tuple(int(i) for i in non_finite[0])
+                raise ValueError(
+                    f"{name} must be finite, found {value[where].item()} at index {where}"
+                )
 
 
 def linear_cross_entropy_with_ntl(
