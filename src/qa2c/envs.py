@@ -100,7 +100,7 @@ class EnvPool:
             for i, e in zip(*np.nonzero(done)):
                 nxt[i, e] = self.cores[i][e].reset()[0]
                 self.elapsed[i, e] = 0
-        return nxt, final, reward, term, trunc & ~term
+        return nxt, final, reward, term, trunc  # as TimeLimit: truncated even if terminated
 
     # -- checkpointing (only public attributes of the core environments) -------------------------
     def member_state(self, i: int) -> dict[str, Any]:

@@ -199,3 +199,34 @@ def test_lr_annealing_reaches_zero() -> None:
     learner.iterate()
     for n, p in learner.actor_params.items():
         assert torch.equal(p.detach(), after_first[n])
+
+
+def test_env_pool_matches_gymnasium_sync_vector_env() -> None:
+    """EnvPool == SyncVectorEnv(autoreset_mode=SAME_STEP) with the same seeds, incl. truncation."""
+    import gymnasium as gym
+
+    n, limit, seed = 3, 20, 5
+    vec = gym.vector.SyncVectorEnv(
+        [lambda: gym.make("CartPole-v1", max_episode_steps=limit) for _ in range(n)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    pool = EnvPool("CartPole-v1", [seed], n, 4, 2)
+    pool.max_episode_steps = limit
+    v_obs, _ = vec.reset(seed=[seed * n + e for e in range(n)])
+    p_obs = pool.reset()
+    np.testing.assert_allclose(p_obs[0], v_obs)
+    rng = np.random.default_rng(0)
+    saw = {"term": False, "trunc": False}
+    for _ in range(200):
+        act = rng.integers(0, 2, size=n)
+        v_obs, v_rew, v_term, v_trunc, info = vec.step(act)
+        p_obs, p_final, p_rew, p_term, p_trunc = pool.step(act[None])
+        np.testing.assert_allclose(p_obs[0], v_obs)
+        np.testing.assert_array_equal(p_term[0], v_term)
+        np.testing.assert_array_equal(p_trunc[0], v_trunc)
+        np.testing.assert_array_equal(p_rew[0], v_rew)
+        for e in np.nonzero(v_term | v_trunc)[0]:
+            np.testing.assert_allclose(p_final[0, e], info["final_obs"][e])
+        saw["term"] |= bool(v_term.any())
+        saw["trunc"] |= bool(v_trunc.any())
+    assert saw == {"term": True, "trunc": True}
