@@ -63,7 +63,9 @@ def _train_and_record_grads(per_device: int, mode: str, out_dir: Path) -> list[t
     tok = digit_tokenizer()
     vocab = NumberVocab.from_tokenizer(tok)
     examples = list(
-        zip(tok([q for q, _ in QUESTIONS])["input_ids"], tok([a for _, a in QUESTIONS])["input_ids"])
+        zip(
+            tok([q for q, _ in QUESTIONS])["input_ids"], tok([a for _, a in QUESTIONS])["input_ids"]
+        )
     )
     model = build_model(ModelSpec("t5", len(tok), 16, 32, 1, 2), seed=0)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -124,7 +126,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         }
     )
     torch.set_num_threads(1)
-    results = {m: _train_and_record_grads(PER_DEVICE, m, Path(out_dir)) for m in ("tokens", "local")}
+    results = {
+        m: _train_and_record_grads(PER_DEVICE, m, Path(out_dir)) for m in ("tokens", "local")
+    }
     assert torch.distributed.is_initialized() and torch.distributed.get_world_size() == world
     if rank == 0:
         torch.save(results, Path(out_dir) / "ddp_grads.pt")

@@ -84,7 +84,9 @@ def test_ce_loss_is_torch_cross_entropy(vocab: NumberVocab) -> None:
     loss = make_loss("ce", vocab, 0.3, 1.0, causal=False)
     ref = F.cross_entropy(logits.reshape(-1, vocab.vocab_size), labels.reshape(-1))
     assert torch.allclose(loss(out, labels), ref)
-    ref_sum = F.cross_entropy(logits.reshape(-1, vocab.vocab_size), labels.reshape(-1), reduction="sum")
+    ref_sum = F.cross_entropy(
+        logits.reshape(-1, vocab.vocab_size), labels.reshape(-1), reduction="sum"
+    )
     assert torch.allclose(loss(out, labels, num_items_in_batch=40), ref_sum / 40)
 
 
@@ -202,8 +204,17 @@ def test_tiny_training_run(tmp_path: Path, loss: str, arch: str) -> None:
 
 
 def test_training_reduces_loss(tmp_path: Path) -> None:
-    cfg = _tiny(loss="ntl-was", train_size=8, max_steps=40, log_every=10, eval_every=40,
-                checkpoint_every=40, lr=3e-3, d_model=32, d_ff=64)
+    cfg = _tiny(
+        loss="ntl-was",
+        train_size=8,
+        max_steps=40,
+        log_every=10,
+        eval_every=40,
+        checkpoint_every=40,
+        lr=3e-3,
+        d_model=32,
+        d_ff=64,
+    )
     rows = list(arith.run(cfg, tmp_path))
     assert rows[-1]["losses/train"] < 0.7 * rows[0]["losses/train"]
 
@@ -266,8 +277,16 @@ def test_diabetes_text(tok: object) -> None:
 @pytest.mark.parametrize("method", ["ce", "ntl-was", "regression-head"])
 def test_regression_smoke(tmp_path: Path, method: str) -> None:
     cfg = regression.RegressionConfig(
-        method=method, d_model=16, d_ff=32, num_layers=1, num_heads=2, max_steps=4,
-        log_every=2, eval_every=4, checkpoint_every=4, batch_size=8,
+        method=method,
+        d_model=16,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        max_steps=4,
+        log_every=2,
+        eval_every=4,
+        checkpoint_every=4,
+        batch_size=8,
     )
     rows = list(regression.run(cfg, tmp_path))
     assert [r["step"] for r in rows] == [2, 4]

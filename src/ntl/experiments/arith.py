@@ -66,9 +66,9 @@ class ArithConfig:
     """Training (and interpolation) categories of the mathematics dataset."""
     extrapolate_categories: tuple[str, ...] | None = None
     """Extrapolation categories; None: the extrapolation twins of `categories` that exist."""
-    train_size: int = 10000
+    train_size: int = 6000
     """Training questions per category."""
-    eval_size: int = 200
+    eval_size: int = 150
     """Evaluation questions per category and split."""
     data_seed: int | None = None
     """Seed of the generated questions; None: use `seed`."""
@@ -82,7 +82,7 @@ class ArithConfig:
     """Layers (T5: per encoder and per decoder)."""
     num_heads: int = 4
     """Attention heads."""
-    max_steps: int = 2000
+    max_steps: int = 1200
     """Optimizer steps."""
     batch_size: int = 32
     """Questions per step."""
@@ -90,13 +90,13 @@ class ArithConfig:
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    warmup_steps: int = 100
+    warmup_steps: int = 60
     """Linear warm-up steps (then linear decay to 0)."""
     log_every: int = 50
     """Log the training loss every this many steps."""
-    eval_every: int = 500
+    eval_every: int = 600
     """Evaluate every this many steps (and at the end); a multiple of log_every."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = 300
     """Save run_dir/checkpoint.pt every this many steps; a multiple of log_every."""
     eval_batch_size: int = 100
     """Questions per greedy-decoding batch."""
@@ -182,9 +182,7 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     for category, _, _, split in requests[len(cfg.categories) :]:
         eval_data[split][category] = generated[(category, cfg.eval_size, data_seed, split)]
     examples = _encode(tokenizer, train_pairs, cfg.arch)
-    spec = ModelSpec(
-        cfg.arch, len(tokenizer), cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads
-    )
+    spec = ModelSpec(cfg.arch, len(tokenizer), cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads)
     model = build_model(spec, cfg.seed)
     optimizer, scheduler = make_optimizer(
         model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.max_steps

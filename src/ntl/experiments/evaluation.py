@@ -41,7 +41,9 @@ def greedy_decode(
             if arch == "t5":
                 rows = [tokenizer(q)["input_ids"] for q in chunk]
             else:
-                rows = [[*tokenizer(q, add_special_tokens=False)["input_ids"], sep_id] for q in chunk]
+                rows = [
+                    [*tokenizer(q, add_special_tokens=False)["input_ids"], sep_id] for q in chunk
+                ]
             width = max(len(r) for r in rows)
             ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, S)
             mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, S)

@@ -59,11 +59,17 @@ def build_model(spec: ModelSpec, seed: int) -> Any:
     try:
         import transformers
     except ImportError as exc:  # pragma: no cover
-        raise ImportError("needs the 'transformers' extra: pip install 'ntl-qa2c[transformers]'") from exc
+        raise ImportError(
+            "needs the 'transformers' extra: pip install 'ntl-qa2c[transformers]'"
+        ) from exc
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
+        model: Any
         if spec.arch == "t5":
+            # decoder_start_token_id is not a declared T5Config field in transformers 5; it is
+            # stored as an extra attribute (used by generate and _shift_right).
+            extra: dict[str, Any] = {"decoder_start_token_id": spec.pad_token_id}
             t5_config = transformers.T5Config(
                 vocab_size=spec.vocab_size,
                 d_model=spec.d_model,
@@ -76,7 +82,7 @@ def build_model(spec: ModelSpec, seed: int) -> Any:
                 feed_forward_proj="relu",
                 pad_token_id=spec.pad_token_id,
                 eos_token_id=spec.eos_token_id,
-                decoder_start_token_id=spec.pad_token_id,
+                **extra,
             )
             model = transformers.T5ForConditionalGeneration(t5_config)
         else:

@@ -60,7 +60,7 @@ class RegressionConfig:
     """Encoder (and decoder) layers."""
     num_heads: int = 4
     """Attention heads."""
-    max_steps: int = 600
+    max_steps: int = 400
     """Optimizer steps."""
     batch_size: int = 32
     """Rows per step."""
@@ -169,9 +169,10 @@ def run(config: RegressionConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     if cfg.method == "regression-head":
         y = np.array([float(a) for _, a in train])
         mean, std = float(y.mean()), float(y.std())
-        model: nn.Module = EncoderRegressor(seq2seq.get_encoder(), cfg.d_model)
+        regressor = EncoderRegressor(seq2seq.get_encoder(), cfg.d_model)
         torch.manual_seed(cfg.seed)  # the head's init; the encoder comes from build_model
-        model.head.reset_parameters()  # type: ignore[operator]
+        regressor.head.reset_parameters()
+        model: nn.Module = regressor
         examples: list[Any] = [(x, (float(a) - mean) / std) for x, (_, a) in zip(inputs, train)]
         collate: Any = _head_collate
         loss_fn: Any = _mse_loss

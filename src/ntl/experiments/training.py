@@ -42,7 +42,7 @@ Example = tuple[list[int], list[int]]
 LOSSES = ("ce", "ntl-was", "ntl-mse", "ntl-mae", "ntl-huber", "gauss-ce", "gauss-ce+ntl-was")
 
 
-class StepStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+class StepStream(torch.utils.data.IterableDataset):
     """Examples in a fixed order: epoch ``e`` is ``examples`` permuted by ``rng((seed, e))``.
 
     Yields the ``(end - start) * batch_size`` examples of global steps ``start .. end - 1``.
@@ -93,7 +93,9 @@ def seq2seq_collate(batch: Sequence[Example], pad_id: int = 0) -> dict[str, Tens
     labels = _pad(targets, -100)
     decoder_input_ids = torch.cat(
         [torch.full((len(batch), 1), pad_id, dtype=torch.long), labels[:, :-1]], dim=1
-    ).masked_fill(torch.cat([torch.zeros(len(batch), 1, dtype=torch.bool), labels[:, :-1] < 0], 1), pad_id)
+    ).masked_fill(
+        torch.cat([torch.zeros(len(batch), 1, dtype=torch.bool), labels[:, :-1] < 0], 1), pad_id
+    )
     return {
         "input_ids": input_ids,
         "attention_mask": (_pad([[1] * len(x) for x in inputs], 0)),
@@ -147,9 +149,12 @@ def _gaussian_ce_loss(
         )
         loss = per_pos.sum() / denom
         if ntl_weight:
-            loss = loss + ntl_weight * number_token_loss(
-                logits, labels, vocab, kind="was", reduction="sum"
-            ) / denom
+            loss = (
+                loss
+                + ntl_weight
+                * number_token_loss(logits, labels, vocab, kind="was", reduction="sum")
+                / denom
+            )
         return loss
 
     return compute_loss
@@ -171,7 +176,7 @@ def make_loss(
 
 def make_optimizer(
     model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int, max_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW + linear warm-up and linear decay to 0 at ``max_steps``."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -183,7 +188,7 @@ def make_optimizer(
 def train_segment(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
     dataset: StepStream,
     collate: Callable[[Sequence[Any]], dict[str, Tensor]],
     compute_loss_func: Callable[..., Tensor] | None,
@@ -203,7 +208,7 @@ def train_segment(
     steps = dataset.end - dataset.start
     logged: dict[int, dict[str, float]] = {}
 
-    class _Collect(TrainerCallback):  # type: ignore[misc]
+    class _Collect(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if logs and "loss" in logs:
                 row = {"losses/train": float(logs["loss"])}
@@ -267,7 +272,7 @@ def run_segments(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
     examples: Sequence[Any],
     collate: Callable[[Sequence[Any]], dict[str, Tensor]],
     compute_loss_func: Callable[..., Tensor] | None,
