@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
 
 import pennylane as qml
 import pytest
@@ -12,6 +13,15 @@ import torch
 from qa2c import VQC
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These circuits are tiny: intra-op threads only add contention on a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def paper_reference(n_layers: int, measure: tuple[int, ...]):  # type: ignore[no-untyped-def]
@@ -115,7 +125,14 @@ CONFIGS = [
     dict(n_qubits=2, n_layers=1, rotations="XY", entangler="cnot_ring"),
     dict(n_qubits=3, n_layers=6, rotations="Y", entangler="cz_ring", layer_order="rotations_first"),
     dict(n_qubits=5, n_layers=2, rotations="XYZ", entangler="cnot_all", n_inputs=3),
-    dict(n_qubits=4, n_layers=3, rotations="ZY", entangler="cnot_chain", reupload=True, input_scaling=True),
+    dict(
+        n_qubits=4,
+        n_layers=3,
+        rotations="ZY",
+        entangler="cnot_chain",
+        reupload=True,
+        input_scaling=True,
+    ),
     dict(n_qubits=6, n_layers=2, rotations="ZYZ", entangler="cz_chain", reupload=True, n_inputs=4),
     dict(n_qubits=8, n_layers=1, rotations="ZYZ", entangler="cnot_ring"),
 ]
@@ -139,7 +156,9 @@ def test_random_circuits_match_pennylane(config: dict) -> None:  # type: ignore[
     probe = torch.randn_like(ours)
     params = [p for p in (vqc.weights, vqc.input_weights) if p is not None]
     g_ours = torch.autograd.grad((ours * probe).sum(), [*params, x])
-    g_theirs = torch.autograd.grad((theirs * probe).sum(), [p for p in (w, lam) if p is not None] + [x])
+    g_theirs = torch.autograd.grad(
+        (theirs * probe).sum(), [p for p in (w, lam) if p is not None] + [x]
+    )
     for a, b in zip(g_ours, g_theirs, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
@@ -229,7 +248,9 @@ def test_bad_inputs_raise_value_errors() -> None:
     with pytest.raises(ValueError, match="weights must have shape"):
         vqc.functional(torch.rand(4, 3, 3), torch.randn(2, 4))
     with pytest.raises(ValueError, match="input_weights"):
-        VQC(4, 2, input_scaling=True).functional(torch.rand(4, 2, 3), torch.randn(2, 4), torch.ones(2, 4))
+        VQC(4, 2, input_scaling=True).functional(
+            torch.rand(4, 2, 3), torch.randn(2, 4), torch.ones(2, 4)
+        )
     with pytest.raises(ValueError, match="stacked weights"):
         vqc.functional(torch.rand(3, 4, 2, 3), torch.randn(3, 4))
     with pytest.raises(ValueError, match="n_qubits=3"):
@@ -267,5 +288,5 @@ def test_any_pennylane_device_name() -> None:
     b.load_state_dict(a.state_dict())
     x = torch.randn(4, 3, dtype=F64)
     torch.testing.assert_close(a(x), b(x), atol=1e-10, rtol=0)
-    with pytest.raises(ValueError, match="no.such.device"):
+    with pytest.raises(ValueError, match=r"no\.such\.device"):
         VQC(3, 2, encoding="angle", backend="pennylane", device="no.such.device")

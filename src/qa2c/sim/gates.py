@@ -108,7 +108,11 @@ def _as_tensor_form(state: Tensor, n_qubits: int) -> tuple[Tensor, bool]:
     _check_n(n_qubits)
     if not isinstance(state, Tensor):
         raise TypeError(f"state must be a torch.Tensor, got {type(state).__name__}")
-    if state.ndim >= 1 and state.shape[-1] == 2**n_qubits and (n_qubits == 1 or state.shape[-1] != 2):
+    if (
+        state.ndim >= 1
+        and state.shape[-1] == 2**n_qubits
+        and (n_qubits == 1 or state.shape[-1] != 2)
+    ):
         return state.reshape(*state.shape[:-1], *([2] * n_qubits)), True
     if state.ndim >= n_qubits and all(s == 2 for s in state.shape[state.ndim - n_qubits :]):
         return state, False
@@ -126,25 +130,31 @@ def _check_wires(wires: tuple[int, ...], n_qubits: int) -> None:
         raise ValueError(f"wires must be distinct, got {wires}")
 
 
-def apply_gate(state: Tensor, matrix: Tensor, wires: int | tuple[int, ...], n_qubits: int) -> Tensor:
+def apply_gate(
+    state: Tensor, matrix: Tensor, wires: int | tuple[int, ...], n_qubits: int
+) -> Tensor:
     """Apply a (..., 2**k, 2**k) gate to ``wires`` (k of them, first wire = most significant)."""
     wires_t = (wires,) if isinstance(wires, int) else tuple(wires)
     _check_wires(wires_t, n_qubits)
     t, flat = _as_tensor_form(state, n_qubits)
     d = 2 ** len(wires_t)
     if matrix.ndim < 2 or tuple(matrix.shape[-2:]) != (d, d):
-        raise ValueError(f"matrix for {len(wires_t)} wire(s) must be (..., {d}, {d}), got {tuple(matrix.shape)}")
+        raise ValueError(
+            f"matrix for {len(wires_t)} wire(s) must be (..., {d}, {d}), got {tuple(matrix.shape)}"
+        )
     batch = t.ndim - n_qubits
     axes = [batch + w for w in wires_t]
     moved = t.movedim(axes, list(range(t.ndim - len(wires_t), t.ndim)))  # wires last
-    rest = moved.shape[:-len(wires_t)]
+    rest = moved.shape[: -len(wires_t)]
     vec = moved.reshape(*rest, d)
     mat = matrix.to(vec.dtype) if matrix.dtype != vec.dtype else matrix
     # broadcast the matrix batch (..., d, d) against the state batch (first `batch` dims)
     mat = mat.reshape(*mat.shape[:-2], *([1] * (n_qubits - len(wires_t))), d, d)
     out = (mat @ vec.unsqueeze(-1)).squeeze(-1)
     out = out.reshape(*out.shape[:-1], *([2] * len(wires_t)))
-    out = out.movedim(list(range(out.ndim - len(wires_t), out.ndim)), [out.ndim - n_qubits + w for w in wires_t])
+    out = out.movedim(
+        list(range(out.ndim - len(wires_t), out.ndim)), [out.ndim - n_qubits + w for w in wires_t]
+    )
     return out.reshape(*out.shape[: out.ndim - n_qubits], 2**n_qubits) if flat else out
 
 
@@ -192,7 +202,9 @@ def expval_z(state: Tensor, wires: int | tuple[int, ...], n_qubits: int) -> Tens
     return p @ _z_signs(n_qubits, wires_t, p)
 
 
-def expval_zz(state: Tensor, pairs: list[tuple[int, int]] | tuple[tuple[int, int], ...], n_qubits: int) -> Tensor:
+def expval_zz(
+    state: Tensor, pairs: list[tuple[int, int]] | tuple[tuple[int, int], ...], n_qubits: int
+) -> Tensor:
     """⟨Z_a Z_b⟩ for each pair (a, b). (..., len(pairs))."""
     p = probabilities(state, n_qubits)
     cols = []
