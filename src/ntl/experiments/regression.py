@@ -52,15 +52,15 @@ class RegressionConfig:
     """λ of the ntl-was method (paper's regression task: 2.0)."""
     test_fraction: float = 0.2
     """Held-out fraction of the 442 rows."""
-    d_model: int = 128
+    d_model: int = 64
     """Model width."""
-    d_ff: int = 512
+    d_ff: int = 256
     """Feed-forward width."""
     num_layers: int = 2
     """Encoder (and decoder) layers."""
     num_heads: int = 4
     """Attention heads."""
-    max_steps: int = 400
+    max_steps: int = 300
     """Optimizer steps."""
     batch_size: int = 32
     """Rows per step."""
@@ -72,9 +72,9 @@ class RegressionConfig:
     """Linear warm-up steps (then linear decay to 0)."""
     log_every: int = 50
     """Log the training loss every this many steps."""
-    eval_every: int = 200
+    eval_every: int = 300
     """Evaluate every this many steps (a multiple of log_every)."""
-    checkpoint_every: int = 200
+    checkpoint_every: int = 150
     """Save run_dir/checkpoint.pt every this many steps (a multiple of log_every)."""
     num_threads: int = 1
     """torch CPU threads (0: leave torch's default)."""

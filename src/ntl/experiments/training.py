@@ -203,7 +203,7 @@ def train_segment(
     Returns ``{global step: {"losses/train", "losses/grad_norm", "charts/learning_rate"}}`` for the
     steps the Trainer logged (every ``log_every`` steps of the segment).
     """
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     steps = dataset.end - dataset.start
     logged: dict[int, dict[str, float]] = {}
@@ -242,6 +242,7 @@ def train_segment(
         optimizers=(optimizer, scheduler),
         callbacks=[_Collect()],
     )
+    trainer.remove_callback(PrinterCallback)  # rows are our output; no log dicts on stdout
     trainer.train()
     return logged
 
