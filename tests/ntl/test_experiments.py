@@ -295,3 +295,19 @@ def test_regression_smoke(tmp_path: Path, method: str) -> None:
     if method == "regression-head":
         assert rows[-1]["regression/invalid_rate"] == 0.0
         assert math.isfinite(rows[-1]["regression/rmse"])
+
+
+def test_report_table(tmp_path: Path) -> None:
+    from ntl.experiments.report import final_values, format_table
+
+    for config, seed, acc in [("ce", 0, 0.5), ("ce", 1, 0.7), ("ntl-was", 0, 0.9)]:
+        run_dir = tmp_path / config / str(seed)
+        run_dir.mkdir(parents=True)
+        rows = [{"step": 1, "losses/train": 3.0}, {"step": 2, "eval/interpolate/accuracy": acc}]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert final_values(tmp_path, "eval/interpolate/accuracy") == {
+        "ce": [0.5, 0.7],
+        "ntl-was": [0.9],
+    }
+    table = format_table(tmp_path, ["eval/interpolate/accuracy"])
+    assert "| ce | 0.6 ± 0.14 (n=2) |" in table and "| ntl-was | 0.9 ± nan (n=1) |" in table

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +104,6 @@ class ArithConfig:
     """Longest generated answer (the generator's answers have at most 30 characters)."""
     num_threads: int = 1
     """torch CPU threads (0: leave torch's default)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes stored with the run (not used by the code)."""
 
 
 def _check_config(cfg: ArithConfig) -> None:
@@ -152,7 +150,6 @@ def _extrapolate(cfg: ArithConfig) -> tuple[str, ...]:
 def _config_record(cfg: ArithConfig) -> dict[str, Any]:
     """The config as plain lists / scalars (storable with weights_only checkpoints)."""
     record = dataclasses.asdict(cfg)
-    record.pop("extra")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 
 
