@@ -78,7 +78,7 @@ class ReportCmd:
 class QuickCmd:
     """Small versions of both papers' headline experiments, then the report (see repro.quick)."""
 
-    out: Path = Path("runs-quick")
+    out: Path = Path("runs/quick")
     """Folder for the runs."""
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("report")
     """Folder for report.md and the plots."""
