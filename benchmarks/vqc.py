@@ -3,12 +3,12 @@
 PennyLane runs the same circuit (RX encoding, L layers of CNOT ring + RZ RY RZ, ⟨Z⟩ on 4 wires)
 with interface="torch", diff_method="backprop" and parameter broadcasting over the batch. The MLP
 is Linear(4, h) → ReLU → Linear(h, 4) with h chosen so that its parameter count is closest to the
-circuit's 12·L weights. All three run interleaved in one process, one thread by default; each time
-is the minimum over blocks of the mean per call (robust to other load on a shared machine), and the
-median over blocks is printed too.
+circuit's 12·L weights. All three run interleaved in one process, one thread by default. Every call
+is timed on its own; the table shows the 10th percentile ("p10", robust to preemption on a shared
+machine, which only ever adds time) and the median of the per-call times.
 
     python benchmarks/vqc.py                    # layers 2 4 6, batch 1 and 256
-    python benchmarks/vqc.py --layers 2 --batch 1 --blocks 5
+    python benchmarks/vqc.py --layers 2 --batch 1 --rounds 5
 """
 
 from __future__ import annotations
@@ -81,47 +81,55 @@ def mlp_step(n_layers: int, batch: int) -> Callable[[], None]:
 
 
 def measure(
-    steps: dict[str, Callable[[], None]], calls: dict[str, int], blocks: int
+    steps: dict[str, Callable[[], None]], calls: dict[str, int], rounds: int
 ) -> dict[str, list[float]]:
+    """Per-call times in µs, interleaved: every round runs each candidate ``calls[name]`` times."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for fn in steps.values():
-        fn()  # warm-up
-    for _ in range(blocks):
+        for _ in range(3):
+            fn()  # warm-up
+    for _ in range(rounds):
         for name, fn in steps.items():
-            t0 = time.perf_counter()
             for _ in range(calls[name]):
+                t0 = time.perf_counter()
                 fn()
-            times[name].append((time.perf_counter() - t0) / calls[name] * 1e6)
+                times[name].append((time.perf_counter() - t0) * 1e6)
     return times
+
+
+def low(values: list[float], q: float = 0.1) -> float:
+    """The q-quantile: robust to preemption by other processes (which only ever adds time)."""
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--blocks", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-pennylane", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        f"torch {torch.__version__}, threads {args.threads}, blocks {args.blocks}; µs per forward+backward"
+        f"torch {torch.__version__}, threads {args.threads}, rounds {args.rounds}; µs per forward+backward"
     )
     header = (
-        f"{'L':>2} {'B':>4} | {'ours min':>9} {'med':>7} | {'PL min':>9} {'med':>7} | "
-        f"{'MLP min':>8} {'med':>6} (h, params) | {'PL/ours':>7} {'ours/MLP':>8}"
+        f"{'L':>2} {'B':>4} | {'ours p10':>9} {'med':>7} | {'PL p10':>9} {'med':>7} | "
+        f"{'MLP p10':>8} {'med':>6} (h, params) | {'PL/ours':>7} {'ours/MLP':>8}"
     )
     print(header)
     for n_layers in args.layers:
         for batch in args.batch:
             steps = {"ours": ours_step(n_layers, batch), "mlp": mlp_step(n_layers, batch)}
-            calls = {"ours": 50, "mlp": 50}
+            calls = {"ours": 20, "mlp": 20}
             if not args.no_pennylane:
                 steps["pl"] = pennylane_step(n_layers, batch)
-                calls["pl"] = 3
-            t = measure(steps, calls, args.blocks)
-            best = {k: min(v) for k, v in t.items()}
+                calls["pl"] = 2
+            t = measure(steps, calls, args.rounds)
+            best = {k: low(v) for k, v in t.items()}
             med = {k: statistics.median(v) for k, v in t.items()}
             h = mlp_hidden(12 * n_layers)
             pl = f"{best['pl']:9.0f} {med['pl']:7.0f}" if "pl" in best else f"{'-':>9} {'-':>7}"

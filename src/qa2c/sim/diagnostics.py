@@ -7,9 +7,10 @@ per point, the *set of Pauli strings* that can carry a non-zero coefficient for 
 CNOT/CZ map strings to strings; a rotation keeps the strings that commute with P and adds P·Q for
 every Q that anticommutes. The start state |0…0⟩ contains only I/Z strings; the observable is Z_m.
 A weight is dead iff no string Q of O' anticommutes with P while P·Q appears in ρ'. This is finer
-than "after the last entangler": e.g. in the QA2C circuit with measure=(0, 1) the first RZ of wire
-3's last layer-1 rotation block meets a state with no X/Y component there. Complexity 4**n per gate
-(n <= 10 in practice). Encoding RX gates count as rotations with generic angles.
+than "after the last entangler" or "the last RZ": in the QA2C circuit with measure=(0, 1) the cone of
+Z_0, Z_1 reaches wire 3 of layer 1 only through CNOT(3→0) (as control) and CNOT(2→3) (as target),
+which carry Z to Z, so the final RZ of wire 3 in layer 1, w[3, 0, 2], is dead as well: 9 of 24.
+Cost: sets of 4**n booleans per gate (fine up to ~9 qubits). Encoding RX gates count as rotations with generic angles.
 """
 
 from __future__ import annotations

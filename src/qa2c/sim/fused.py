@@ -13,6 +13,12 @@ parameter set, D = 2**n_qubits:
 * with re-uploading, RX(θ)^{⊗n} = H^{⊗n}·diag(e^{-i Σ θ_w z_w / 2})·H^{⊗n}: the Hadamards are folded
   into the layer matrices, and every encoding block costs one elementwise phase multiply.
 
+Gradients: the non-re-uploading path is one custom autograd Function with a hand-written backward
+(``_FusedExpval``); small circuits build the exact weight Jacobian of the unitary in the forward
+(the shift rule at matrix level, ∂R_P(θ)/∂θ = R_P(θ + π)/2), so the weight gradient is one matmul.
+The layer matrices of the other paths use ``_LayerMatrices`` (same identity). Both are first-order
+only (no double backward); everything else is plain autograd.
+
 Shapes: weights (*P, n, L, k); half-angles (*X, n_enc, n_in) with θ/2 of each encoding RX. The batch
 dims broadcast like matmul: the unitary batch *P against the input batch *X minus its last dim.
 """

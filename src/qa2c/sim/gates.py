@@ -89,11 +89,14 @@ def CRZ(theta: Tensor | float) -> Tensor:
 
 
 def zero_state(
-    n_qubits: int, batch_shape: tuple[int, ...] = (), dtype: torch.dtype = torch.complex64
+    n_qubits: int,
+    batch_shape: tuple[int, ...] = (),
+    dtype: torch.dtype = torch.complex64,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """|0…0⟩ with shape (*batch_shape, 2**n_qubits)."""
     _check_n(n_qubits)
-    state = torch.zeros(*batch_shape, 2**n_qubits, dtype=dtype)
+    state = torch.zeros(*batch_shape, 2**n_qubits, dtype=dtype, device=device)
     state[..., 0] = 1
     return state
 
@@ -147,7 +150,7 @@ def apply_gate(
     moved = t.movedim(axes, list(range(t.ndim - len(wires_t), t.ndim)))  # wires last
     rest = moved.shape[: -len(wires_t)]
     vec = moved.reshape(*rest, d)
-    mat = matrix.to(vec.dtype) if matrix.dtype != vec.dtype else matrix
+    mat = matrix.to(device=vec.device, dtype=vec.dtype)
     # broadcast the matrix batch (..., d, d) against the state batch (first `batch` dims)
     mat = mat.reshape(*mat.shape[:-2], *([1] * (n_qubits - len(wires_t))), d, d)
     out = (mat @ vec.unsqueeze(-1)).squeeze(-1)
