@@ -311,3 +311,28 @@ def test_report_table(tmp_path: Path) -> None:
     }
     table = format_table(tmp_path, ["eval/interpolate/accuracy"])
     assert "| ce | 0.6 ± 0.14 (n=2) |" in table and "| ntl-was | 0.9 ± nan (n=1) |" in table
+
+
+def test_paper_config_runs_all_categories(tmp_path: Path) -> None:
+    # The GPU-sized config, shrunk: all 13 training and 7 extrapolation categories flow through.
+    cfg = dataclasses.replace(
+        arith.CONFIGS["paper-ntl-was"],
+        **{
+            **TINY,
+            "categories": arith.CONFIGS["paper-ntl-was"].categories,
+            "train_size": 2,
+            "eval_size": 1,
+            "max_steps": 2,
+            "batch_size": 2,
+            "log_every": 2,
+            "eval_every": 2,
+            "checkpoint_every": 2,
+            "eval_batch_size": 20,
+            "num_threads": 1,
+        },
+    )
+    (row,) = list(arith.run(cfg, tmp_path))
+    assert row["eval/interpolate/count"] == 13.0
+    assert row["eval/extrapolate/count"] == 7.0
+    assert "eval/extrapolate/arithmetic__mixed_longer/accuracy" in row
+    assert "eval/interpolate/algebra__linear_2d_composed/accuracy" in row
