@@ -298,7 +298,9 @@ class VQC(nn.Module):
                     f"stacked input_weights {tuple(input_weights.shape)} need x of at least "
                     f"{input_weights.ndim} dims, got x {tuple(x.shape)}"
                 )
-            xs = xs * input_weights.to(weights.dtype).unsqueeze(-3)  # (..., n_enc, n_in)
+            lam = input_weights.to(weights.dtype)
+            # stacked (*P, n_enc, n_in) lines up with x (*P, B, n_in): add the B axis
+            xs = xs * (lam.unsqueeze(-3) if lam.ndim > 2 else lam)  # (..., n_enc, n_in)
         elif spec.reupload:
             xs = xs.expand(*xs.shape[:-2], spec.n_enc, spec.n_inputs)
         return weights, self._half_angles(xs, weights)

@@ -185,7 +185,9 @@ def test_functional_stacked_equals_loop_and_broadcasts() -> None:
     assert out.shape == (5, 6, 4)
     loop = torch.stack([vqc.functional(w[a], x[a], lam[a]) for a in range(5)])
     torch.testing.assert_close(out, loop, atol=1e-12, rtol=0)
-    # 40 agents × 1 observation, and 1 parameter set × a batch
+    # unbatched input, 40 agents × 1 observation, and 1 parameter set × a batch
+    assert vqc(x[0, 0]).shape == (4,)
+    assert vqc.functional(w[0], x[0, 0], lam[0]).shape == (4,)
     assert vqc.functional(w, x[:, :1]).shape == (5, 1, 4)
     assert vqc.functional(w[0], x).shape == (5, 6, 4)
     plain = VQC(4, 2, dtype=F64)
