@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from repro.overrides import config_keys, parse_seeds
+from repro.overrides import config_keys, field_docs, parse_seeds
 from repro.registry import EXPERIMENTS, ExperimentUnavailableError, load_experiment
 from repro.sweep import SweepResult, default_threads, plan_sweep, run_sweep
 
@@ -41,9 +41,9 @@ class RunCmd:
     experiment: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="EXPERIMENT")]
     """A registered experiment (see `repro list`)."""
     config: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """Named configs to run (repeatable; default: all of the experiment's configs)."""
+    """Named configs to run (default: all of the experiment's configs)."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """Config overrides key=value, parsed by the field's type (repeatable)."""
+    """Config overrides key=value, parsed by the field's type; `repro list EXPERIMENT` shows the keys."""
     seeds: str = "0"
     """Seeds: a range 0-9, a list 0,3,5, or both 0-2,7."""
     out: Path = Path("runs")
@@ -116,8 +116,10 @@ def _cmd_list(cmd: ListCmd) -> int:
         exp = load_experiment(cmd.experiment)
         print(f"{cmd.experiment}: {exp.spec.description}")
         print(f"config class {exp.spec.module}.{exp.spec.config_class}; keys:")
+        docs = field_docs(exp.config_class)
         for key, tp in config_keys(exp.config_class).items():
-            print(f"  {key}: {getattr(tp, '__name__', tp)}")
+            doc = docs.get(key, "")
+            print(f"  {key}: {getattr(tp, '__name__', tp)}" + (f"  -- {doc}" if doc else ""))
         for name, cfg in exp.configs.items():
             print(f"config {name}: {cfg}")
         return 0
@@ -176,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``repro`` console script; returns the exit status."""
     args = _split_multi(list(sys.argv[1:] if argv is None else argv))
     cmd = tyro.extras.subcommand_cli_from_dict(
-        _COMMANDS, args=args, prog="repro", description=__doc__.splitlines()[0]
+        _COMMANDS,
+        args=args,
+        prog="repro",
+        description="Run and report the NTL and QA2C experiments: list, run, report, quick.",
     )
     try:
         if isinstance(cmd, ListCmd):

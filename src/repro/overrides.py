@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import inspect
+import itertools
 import io
 import shlex
+import textwrap
 import typing
 from collections import abc
 from collections.abc import Sequence
@@ -13,7 +17,7 @@ from typing import Any
 
 import tyro
 
-__all__ = ["apply_overrides", "config_keys", "parse_seeds"]
+__all__ = ["apply_overrides", "config_keys", "field_docs", "parse_seeds"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -30,6 +34,26 @@ def config_keys(config_class: type, prefix: str = "") -> dict[str, Any]:
         else:
             keys[f"{prefix}{f.name}"] = tp
     return keys
+
+
+def field_docs(config_class: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (``name: type = default`` then ``\"\"\"doc\"\"\"``)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(config_class)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
 
 
 def _type_name(tp: Any) -> str:
