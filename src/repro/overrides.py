@@ -6,8 +6,8 @@ import ast
 import contextlib
 import dataclasses
 import inspect
-import itertools
 import io
+import itertools
 import shlex
 import textwrap
 import typing
