@@ -87,10 +87,10 @@ def test_population_equals_individual(config: A2CConfig | None) -> None:
     seeds = [0, 3, 7]
     agents = [build_agent("A2C", seed=s, dtype=F64) for s in seeds]
     pop: dict[int, list[dict[str, Any]]] = {i: [] for i in range(3)}
-    for i, row in train_population(agents, seeds, 900, config):
+    for i, row in train_population(agents, seeds, 500, config):
         pop[i].append(_strip(row))
     for i, s in enumerate(seeds):
-        _assert_rows_equal(pop[i], _rows("A2C", s, 900, config), rtol=1e-9)
+        _assert_rows_equal(pop[i], _rows("A2C", s, 500, config), rtol=1e-9)
 
 
 def test_deterministic_and_seed_dependent() -> None:
@@ -102,30 +102,28 @@ def test_deterministic_and_seed_dependent() -> None:
 
 @pytest.mark.parametrize("config", [None, IMPROVED], ids=["paper", "improved"])
 def test_resume_gives_identical_curve(tmp_path: Path, config: A2CConfig | None) -> None:
-    full = _rows("A2C", 4, 1200, config)
+    full = _rows("A2C", 4, 800, config)
     ckpt = tmp_path / "checkpoint.pt"
     agent = build_agent("A2C", seed=4, dtype=F64)
     first = []
-    for row in train(
-        agent, 1200, seed=4, config=config, checkpoint_path=ckpt, checkpoint_every=250
-    ):
+    for row in train(agent, 800, seed=4, config=config, checkpoint_path=ckpt, checkpoint_every=200):
         first.append(_strip(row))
-        if row["step"] > 700:
+        if row["step"] > 500:
             break  # "killed" mid-run
     saved = load_checkpoint(ckpt)
     done_steps = saved["vec_steps"] * (config.n_envs if config else 1)
-    assert 250 <= done_steps <= 700
+    assert 200 <= done_steps <= 500
     resumed = [
         _strip(r)
         for r in train(
-            agent, 1200, seed=4, config=config, checkpoint_path=ckpt, checkpoint_every=250
+            agent, 800, seed=4, config=config, checkpoint_path=ckpt, checkpoint_every=200
         )
     ]
     assert resumed and resumed[0]["step"] > done_steps
     tail = [r for r in full if r["step"] > done_steps]
     _assert_rows_equal(resumed, tail)
     # nothing left to do after the end
-    assert list(train(agent, 1200, seed=4, config=config, checkpoint_path=ckpt)) == []
+    assert list(train(agent, 800, seed=4, config=config, checkpoint_path=ckpt)) == []
 
 
 def test_population_checkpoint_resumes_each_member_alone(tmp_path: Path) -> None:
