@@ -21,7 +21,8 @@ def test_list_shows_registered_experiments_and_configs(capsys: pytest.CaptureFix
     assert "toy-missing" in out and "unavailable" in out
     assert main(["list", "toy"]) == 0
     out = capsys.readouterr().out
-    assert "total_steps: int" in out and "config fast-lr: ToyConfig(" in out
+    assert "total_steps: int  -- SGD steps; one metric row per step." in out
+    assert "config fast-lr: ToyConfig(" in out
 
 
 @pytest.mark.parametrize(
