@@ -248,8 +248,8 @@ class _FusedExpval(torch.autograd.Function):
         g_tr = (r2.transpose(-1, -2) @ g2).sum_to_size(tr.shape)  # (*P, D', 2D)
         if ctx.jacobian:
             (jac,) = rest  # (*P, L, n·k, D'·2D)
-            flat = g_tr.flatten(-2).unsqueeze(-2).unsqueeze(-1)  # (*P, 1, D'·2D, 1)
-            dw = (jac @ flat)[..., 0] * 0.5  # (*P, L, n·k)
+            flat = g_tr.flatten(-2)[..., None, None, :]  # (*P, 1, 1, D'·2D)
+            dw = (jac * flat).sum(-1) * 0.5  # (*P, L, n·k); faster than a broadcast bmm on CPU
             grad_w = dw.unflatten(-1, (spec.n_qubits, spec.n_rot)).transpose(-3, -2)
             return grad_w.sum_to_size(weights.shape), grad_r, None, None
         mats, shifted, factors, *prefix = rest
