@@ -4,7 +4,7 @@
 
 One process, float32, interleaved repetitions (every method once per round, median over rounds),
 10 % number-token labels (a digit vocabulary at ids 100..109, or 10..19 for V < 200).
-Peak memory of the linear variant is measured in fresh subprocesses (RSS high-water mark).
+Peak memory of the linear variant is measured in fresh subprocesses (RSS high-water mark, VmHWM).
 Sizes whose estimated working set exceeds ``--max-gib`` are skipped with a note.
 """
 
@@ -157,13 +157,22 @@ def linear_methods(vocab_size: int, rows: int, hidden: int) -> dict[str, Callabl
     }
 
 
+def rss_high_water_kib() -> int:
+    """VmHWM of this process (getrusage's ru_maxrss would include the parent's RSS at fork)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def memory_child(method: str, vocab_size: int, rows: int, hidden: int, threads: int) -> None:
     """Run one forward+backward and print the RSS high-water marks (KiB) as JSON."""
     torch.set_num_threads(threads)
     fn = linear_methods(vocab_size, rows, hidden)[method]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = rss_high_water_kib()
     fn()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = rss_high_water_kib()
     print(json.dumps({"before_kib": before, "peak_kib": after}))
 
 
