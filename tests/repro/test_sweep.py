@@ -80,7 +80,8 @@ def test_failed_run_is_recorded_and_sweep_continues(
     assert "Traceback" in summary["traceback"] and "toy_experiments.py" in summary["traceback"]
     assert summary["last_step"] == 24 == summary["final"]["step"]
     assert run_state(tmp_path / "toy" / "fast-lr" / "seed-0").status == "finished"
-    # re-running retries the failed run (resuming from its checkpoint at step 20)
+    # re-running retries the failed run: it resumes from its checkpoint at step 20, and the
+    # replayed rows 21..24 are dropped because they are already stored
     assert main([*argv, "--no-progress"]) == 1
     summary = json.loads((failed / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["resumed_from_step"] == 24
@@ -131,7 +132,9 @@ def test_resume_after_sigkill_gives_identical_metrics(tmp_path: Path) -> None:
     stored = [r["step"] for r in read_metrics(metrics)]
     assert 17 <= len(stored) < 45
     ckpt_step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
-    assert ckpt_step < stored[-1]  # so the resumed run replays rows that must be dropped
+    # usually < (the resumed run then replays rows that must be dropped; the failed-run test
+    # above covers that path deterministically)
+    assert ckpt_step <= stored[-1]
 
     assert main([*argv, "--out", str(killed)]) == 0  # resume
     assert main([*argv, "--out", str(clean)]) == 0  # uninterrupted
