@@ -195,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, ExperimentUnavailableError, FileNotFoundError) as e:
         print(f"repro: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nrepro: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
