@@ -76,9 +76,9 @@ def run_rounds(methods: dict[str, Callable[[], None]], reps: int) -> dict[str, f
     for fn in methods.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in methods}
+    gc.collect()
     for _ in range(reps):
         for name, fn in methods.items():
-            gc.collect()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
