@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ RETURN_KEYS = ("charts/episodic_return", "return", "episode/return")
 NON_EVAL_PREFIXES = ("eval", "losses", "charts", "params", "train", "time", "perf", "system")
 """First key components that are not evaluation results (training curves, bookkeeping)."""
 SOLVE_WINDOW, SOLVE_THRESHOLD, MAX_RETURN = 100, 475.0, 500.0
+Series = tuple[np.ndarray, np.ndarray]
+"""(steps, values), both (N,)."""
 
 
 @dataclass
@@ -52,16 +54,29 @@ class RunRecord:
     status: str
     config_values: dict[str, Any]
     summary: dict[str, Any] = field(default_factory=dict)
-    _rows: list[dict[str, Any]] | None = None
+    _series: dict[str, Series] | None = None
 
     @property
     def final(self) -> dict[str, Any]:
         return dict(self.summary.get("final", {}))
 
-    def rows(self) -> list[dict[str, Any]]:
-        if self._rows is None:
-            self._rows = list(read_metrics(self.run_dir / "metrics.jsonl"))
-        return self._rows
+    def series(self) -> dict[str, Series]:
+        """Every numeric metric as (steps, values) arrays, in one streaming pass over the log."""
+        if self._series is None:
+            cols: dict[str, tuple[list[float], list[float]]] = {}
+            for row in read_metrics(self.run_dir / "metrics.jsonl"):
+                step = float(row["step"])
+                for key, value in row.items():
+                    if (
+                        key != "step"
+                        and isinstance(value, int | float)
+                        and not isinstance(value, bool)
+                    ):
+                        xs, ys = cols.setdefault(key, ([], []))
+                        xs.append(step)
+                        ys.append(float(value))
+            self._series = {k: (np.asarray(x), np.asarray(y)) for k, (x, y) in cols.items()}
+        return self._series
 
 
 def load_runs(runs_dir: Path) -> list[RunRecord]:
@@ -139,13 +154,11 @@ def eval_tables(
     return out
 
 
-def episode_returns(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(steps, returns) of the rows that carry an episode return, or None if none do."""
+def episode_returns(series: Mapping[str, Series]) -> Series | None:
+    """(steps, returns) of the first of :data:`RETURN_KEYS` present in ``series``, else None."""
     for key in RETURN_KEYS:
-        picked = [(r["step"], r[key]) for r in rows if key in r]
-        if picked:
-            arr = np.asarray(picked, dtype=np.float64)  # (E, 2)
-            return arr[:, 0], arr[:, 1]
+        if key in series and len(series[key][0]):
+            return series[key]
     return None
 
 
@@ -211,7 +224,7 @@ def rl_table(records: Sequence[RunRecord]) -> list[RLRow]:
         groups.setdefault((r.experiment, r.config), []).append(r)
     out = []
     for (exp, config), runs in groups.items():
-        curves = [(r, episode_returns(r.rows())) for r in runs]
+        curves = [(r, episode_returns(r.series())) for r in runs]
         curves_ok = [(r, c) for r, c in curves if c is not None]
         if not curves_ok:
             continue

@@ -85,7 +85,7 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> P
     """The paper's figure: 150-episode rolling mean of the return, mean ± std over seeds."""
     by_config: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for r in runs:
-        curve = episode_returns(r.rows())
+        curve = episode_returns(r.series())
         if curve is not None:
             by_config.setdefault(r.config, []).append(curve)
     if not by_config:
@@ -129,8 +129,7 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> P
 def _loss_keys(runs: Sequence[RunRecord]) -> list[str]:
     keys: dict[str, None] = {}
     for r in runs:
-        for row in r.rows()[:5]:
-            keys.update({k: None for k in row if k.startswith(_LOSS_PREFIXES)})
+        keys.update({k: None for k in r.series() if k.startswith(_LOSS_PREFIXES)})
     return list(keys)[:4]
 
 
@@ -145,14 +144,7 @@ def plot_losses(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> Pa
     configs = sorted({r.config for r in runs})
     for ax, key in zip(axes[0], keys):
         for i, config in enumerate(configs):
-            curves = []
-            for r in runs:
-                if r.config != config:
-                    continue
-                pts = [(row["step"], row[key]) for row in r.rows() if key in row]
-                if pts:
-                    arr = np.asarray(pts, dtype=np.float64)
-                    curves.append((arr[:, 0], arr[:, 1]))
+            curves = [r.series()[key] for r in runs if r.config == config and key in r.series()]
             if not curves:
                 continue
             grid = np.linspace(0.0, max(float(x[-1]) for x, _ in curves), GRID_POINTS)
