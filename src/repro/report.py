@@ -81,20 +81,35 @@ def _band(ax, grid: np.ndarray, values: np.ndarray, label: str, color: object) -
     ax.fill_between(grid[ok], mean - std, mean + std, color=color, alpha=0.2, lw=0)
 
 
-def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> Path | None:
-    """The paper's figure: 150-episode rolling mean of the return, mean ± std over seeds."""
+def _reward_axes(ax, max_step: float) -> None:  # type: ignore[no-untyped-def]
+    ax.axhline(RANDOM_AGENT_RETURN, color="gray", ls="--", lw=1, label="random agent")
+    ax.set_xlim(0, max_step)
+    ax.set_ylim(0, 510)
+    ax.set_xlabel("environment steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> list[Path]:
+    """The paper's figure: 150-episode rolling mean of the return, mean ± std over seeds, all
+    configs in one panel; and one panel per config that also shows the raw per-episode return."""
     by_config: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for r in runs:
         curve = episode_returns(r.series())
         if curve is not None:
             by_config.setdefault(r.config, []).append(curve)
     if not by_config:
-        return None
+        return []
     plt = _plt()
     max_step = max(float(s[-1]) for curves in by_config.values() for s, _ in curves)
     grid = np.linspace(0.0, max_step, GRID_POINTS)
     n = len(by_config)
-    fig, axes = plt.subplots(1, n + 1, figsize=(4.2 * (n + 1), 3.6), sharey=True, squeeze=False)
+    ncols = min(n, 4)
+    nrows = -(-n // ncols)
+    fig, ax_all = plt.subplots(figsize=(7.5, 4.5))
+    fig_cfg, axes = plt.subplots(
+        nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), sharey=True, squeeze=False
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (config, curves) in enumerate(sorted(by_config.items())):
         color = colors[i % len(colors)]
@@ -102,28 +117,29 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> P
         smooth = seed_curves_on_grid(
             [(s, rolling_mean(r, ROLLING_WINDOW)) for s, r in curves], grid
         )
-        ax = axes[0, i + 1]
+        ax = axes[i // ncols, i % ncols]
         with warnings.catch_warnings():  # grid points before any seed's first episode
             warnings.simplefilter("ignore", RuntimeWarning)
             raw_mean = np.nanmean(raw, axis=0)
         ax.plot(grid, raw_mean, color=color, alpha=0.25, lw=0.6, label="return (mean over seeds)")
         _band(ax, grid, smooth, f"MA{ROLLING_WINDOW} (n={len(curves)})", color)
         ax.set_title(config)
-        _band(axes[0, 0], grid, smooth, config, color)
-    for ax in axes[0]:
-        ax.axhline(RANDOM_AGENT_RETURN, color="gray", ls="--", lw=1, label="random agent")
-        ax.set_xlim(0, max_step)
-        ax.set_ylim(0, 510)
-        ax.set_xlabel("environment steps")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
-    axes[0, 0].set_title(f"{experiment}: all configs")
-    axes[0, 0].set_ylabel(f"episode return ({ROLLING_WINDOW}-episode rolling mean)")
-    fig.tight_layout()
-    path = out_dir / f"{_slug(experiment)}_rewards.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+        _reward_axes(ax, max_step)
+        _band(ax_all, grid, smooth, f"{config} (n={len(curves)})", color)
+    for j in range(n, nrows * ncols):
+        axes[j // ncols, j % ncols].set_visible(False)
+    _reward_axes(ax_all, max_step)
+    ax_all.set_title(f"{experiment}: {ROLLING_WINDOW}-episode rolling mean, mean ± std over seeds")
+    ax_all.set_ylabel("episode return")
+    paths = [
+        out_dir / f"{_slug(experiment)}_rewards.png",
+        out_dir / f"{_slug(experiment)}_rewards_per_config.png",
+    ]
+    for f, path in zip((fig, fig_cfg), paths):
+        f.tight_layout()
+        f.savefig(path, dpi=90)
+        plt.close(f)
+    return paths
 
 
 def _loss_keys(runs: Sequence[RunRecord]) -> list[str]:
@@ -233,9 +249,8 @@ def render_report(runs_dir: Path, out_dir: Path) -> str:
         lines += [f"## {exp}", ""]
         exp_rl = [r for r in rl_rows if r.experiment == exp]
         if exp_rl:
-            plot = plot_rewards(exp, runs, out_dir)
-            if plot is not None:
-                lines += [f"![{exp} rewards]({plot.name})", ""]
+            for plot in plot_rewards(exp, runs, out_dir):
+                lines += [f"![{plot.stem}]({plot.name})", ""]
             lines += [
                 "Steps to solve (environment steps; medians over the seeds that got there):",
                 "",

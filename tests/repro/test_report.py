@@ -123,7 +123,11 @@ def test_report_markdown_and_plots(runs: Path, tmp_path: Path) -> None:
     assert "| ce | 2 | – | 12 ± 2.8 |" in text  # ntl-regression: mae (all NaN), rmse
     assert "| HA2Q | 2 | 1,500 | 1/2 | 48,500 | 1/2 | 450 ± 71 | 51,000 | 66 |" in text
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
-    assert pngs == ["ntl-arith_losses.png", "qa2c-cartpole_rewards.png"]
+    assert pngs == [
+        "ntl-arith_losses.png",
+        "qa2c-cartpole_rewards.png",
+        "qa2c-cartpole_rewards_per_config.png",
+    ]
     assert all((tmp_path / "rep" / p).stat().st_size > 5000 for p in pngs)
 
 
