@@ -83,6 +83,7 @@ class Consts:
         self.enc_atan = torch.as_tensor(tables.enc_atan, device=device)
         self.enc_gather = torch.as_tensor(tables.enc_gather.reshape(-1), device=device)
         self.readout2 = torch.as_tensor(tables.readout2, dtype=dtype, device=device)
+        self.readout2_t = self.readout2.T.contiguous()
         stride = 2 ** (n - tables.enc_signs.shape[0])
         self.eye_rows = torch.eye(2**n, dtype=cdtype, device=device)[::stride]  # (D', D)
         self.enc_signs = torch.as_tensor(tables.enc_signs, dtype=dtype, device=device)
@@ -215,7 +216,7 @@ class _FusedExpval(torch.autograd.Function):
             for layer in range(n_layers - 2, 0, -1):
                 suffix.insert(0, mats[..., layer, :, :] @ suffix[0])
             left: list[Tensor | None] = [c.eye_rows if stride > 1 else None]
-            left += [p[..., ::stride, :] for p in prefix[:-1]]
+            left += [p[..., ::stride, :] if stride > 1 else p for p in prefix[:-1]]
             terms = []
             for layer in range(n_layers):
                 term = variants[..., layer, 1:, :, :]  # (*P, n·k, D, D)
@@ -237,10 +238,11 @@ class _FusedExpval(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         weights, r, tr, amps, *rest = ctx.saved_tensors
         spec, c, stride = ctx.spec, ctx.c, ctx.stride
-        g_amps = 2.0 * amps * (grad @ c.readout2.T)  # (*O, 2D)
+        # half the gradient of the amplitudes (∂|a|²/∂a = 2a; the ½ of ∂T/∂θ = V/2 cancels it)
+        g_amps = amps * (grad @ c.readout2_t)  # (*O, 2D)
         grad_r = grad_w = None
         if ctx.needs_input_grad[1]:
-            grad_r = (g_amps @ tr.transpose(-1, -2)).sum_to_size(r.shape)
+            grad_r = (2.0 * (g_amps @ tr.transpose(-1, -2))).sum_to_size(r.shape)
         if not ctx.needs_input_grad[0]:
             return None, grad_r, None, None
         r2 = r.unsqueeze(-2) if r.ndim == 1 else r
@@ -249,11 +251,11 @@ class _FusedExpval(torch.autograd.Function):
         if ctx.jacobian:
             (jac,) = rest  # (*P, L, n·k, D'·2D)
             flat = g_tr.flatten(-2)[..., None, None, :]  # (*P, 1, 1, D'·2D)
-            dw = (jac * flat).sum(-1) * 0.5  # (*P, L, n·k); faster than a broadcast bmm on CPU
+            dw = (jac * flat).sum(-1)  # (*P, L, n·k); faster than a broadcast bmm on CPU
             grad_w = dw.unflatten(-1, (spec.n_qubits, spec.n_rot)).transpose(-3, -2)
             return grad_w.sum_to_size(weights.shape), grad_r, None, None
         mats, shifted, factors, *prefix = rest
-        g_rows = torch.view_as_complex(g_tr.unflatten(-1, (spec.dim, 2)).contiguous())
+        g_rows = torch.view_as_complex((2.0 * g_tr).unflatten(-1, (spec.dim, 2)))
         if stride > 1:
             g_total = g_rows.new_zeros(*g_rows.shape[:-2], spec.dim, spec.dim)
             g_total[..., ::stride, :] = g_rows
