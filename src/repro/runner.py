@@ -243,7 +243,7 @@ def _output_to(run_dirs: Sequence[Path], enabled: bool) -> Iterator[None]:
 
 
 def _run_single(
-    exp: LoadedExperiment, batch: Batch, on_row: Callable[[], None] | None
+    exp: LoadedExperiment, batch: Batch, on_row: Callable[[Path, int], None] | None
 ) -> list[RunResult]:
     results = []
     for task in batch.tasks:
@@ -257,7 +257,7 @@ def _run_single(
             with _output_to([task.run_dir], batch.capture_output):
                 for row in exp.run(task.config, Path(task.run_dir)):
                     if member.add(row) and on_row is not None:
-                        on_row()
+                        on_row(Path(task.run_dir), int(row["step"]))
         except Exception as e:
             error = e
         results.append(member.finish(error))
@@ -265,7 +265,7 @@ def _run_single(
 
 
 def _run_group(
-    exp: LoadedExperiment, batch: Batch, on_row: Callable[[], None] | None
+    exp: LoadedExperiment, batch: Batch, on_row: Callable[[Path, int], None] | None
 ) -> list[RunResult]:
     assert exp.run_many is not None
     members: list[_Member] = []
@@ -284,13 +284,15 @@ def _run_group(
                 if not 0 <= index < len(members):
                     raise ValueError(f"run_many yielded member index {index} of {len(members)}")
                 if members[index].add(row) and on_row is not None:
-                    on_row()
+                    on_row(Path(batch.tasks[index].run_dir), int(row["step"]))
     except Exception as e:
         error = e
     return [m.finish(error) for m in members]
 
 
-def execute_batch(batch: Batch, on_row: Callable[[], None] | None = None) -> list[RunResult]:
+def execute_batch(
+    batch: Batch, on_row: Callable[[Path, int], None] | None = None
+) -> list[RunResult]:
     """Run every task of ``batch`` (in this process) and return one result per task."""
     _set_threads(batch.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(batch.threads))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import json
 import multiprocessing
 import os
 import sys
@@ -115,44 +116,79 @@ def plan_sweep(
     return plan
 
 
-class _Progress:
-    """A tqdm bar over runs, with the number of metric rows written so far as postfix."""
+def _target_steps(config: object) -> int | None:
+    """The step a run ends at, when its config says (``total_steps`` or ``max_steps``)."""
+    for name in ("total_steps", "max_steps"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+
+class _Progress:
+    """One tqdm bar: in steps (sum over runs of their last logged step, with an ETA) when every
+    config names its length, else in finished runs. Pool workers are followed by reading the
+    tails of their ``metrics.jsonl`` files."""
+
+    def __init__(self, batches: Sequence[Batch], desc: str, enabled: bool) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="run", disable=not enabled, dynamic_ncols=True)
-        self.rows = 0
+        tasks = [t for b in batches for t in b.tasks]
+        self.targets = {Path(t.run_dir): _target_steps(t.config) for t in tasks}
+        self.n_runs, self.done_runs = len(tasks), 0
+        self.by_steps = bool(tasks) and all(v is not None for v in self.targets.values())
+        self.last: dict[Path, int] = {}
         self._offsets: dict[Path, int] = {}
+        if self.by_steps:
+            total = sum(v or 0 for v in self.targets.values())
+            self.bar = tqdm(
+                total=total, desc=desc, unit="step", unit_scale=True, disable=not enabled
+            )
+            self.poll()
+        else:
+            self.bar = tqdm(total=self.n_runs, desc=desc, unit="run", disable=not enabled)
 
-    def add_row(self) -> None:
-        self.rows += 1
-        if self.rows % 20 == 0:
-            self.bar.set_postfix(rows=self.rows)
+    def on_row(self, run_dir: Path, step: int) -> None:
+        run_dir = Path(run_dir)
+        cap = self.targets.get(run_dir) or step
+        prev = self.last.get(run_dir, 0)
+        self.last[run_dir] = step
+        if self.by_steps:
+            self.bar.update(min(step, cap) - min(prev, cap))
 
-    def poll(self, batches: Sequence[Batch]) -> None:
-        """Count rows appended to the metrics files of ``batches`` since the last poll."""
-        for b in batches:
-            for t in b.tasks:
-                path = Path(t.run_dir) / "metrics.jsonl"
-                pos = self._offsets.get(path, 0)
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(pos)
-                        chunk = f.read()
-                except OSError:
-                    continue
-                self.rows += chunk.count(b"\n")
-                self._offsets[path] = pos + len(chunk)
-        self.bar.set_postfix(rows=self.rows)
+    def poll(self) -> None:
+        """Read the last step appended to each run's ``metrics.jsonl`` since the last poll."""
+        for run_dir in self.targets:
+            path = run_dir / "metrics.jsonl"
+            pos = self._offsets.get(path, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+            except OSError:
+                continue
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                continue
+            self._offsets[path] = pos + end + 1
+            line = chunk[chunk.rfind(b"\n", 0, end) + 1 : end]
+            try:
+                step = int(json.loads(line)["step"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            self.on_row(run_dir, step)
 
     def done(self, results: Sequence[RunResult]) -> None:
         for r in results:
-            self.bar.update(1)
+            self.done_runs += 1
+            if not self.by_steps:
+                self.bar.update(1)
             if r.status == "failed":
                 self.bar.write(
                     f"FAILED {r.experiment}/{r.config_name}/seed-{r.seed}: {r.error[:200]}"
                 )
+        if self.by_steps:
+            self.bar.set_postfix_str(f"runs {self.done_runs}/{self.n_runs} done")
 
     def close(self) -> None:
         self.bar.close()
@@ -170,7 +206,7 @@ def _run_local(batches: list[Batch], workers: int, progress: _Progress) -> list[
     results: list[RunResult] = []
     if workers == 1 or len(batches) == 1:
         for batch in batches:
-            done = execute_batch(batch, on_row=progress.add_row)
+            done = execute_batch(batch, on_row=progress.on_row)
             progress.done(done)
             results += done
         return results
@@ -187,7 +223,7 @@ def _run_local(batches: list[Batch], workers: int, progress: _Progress) -> list[
                     done = _crashed(futures[fut], e)
                 progress.done(done)
                 results += done
-            progress.poll(batches)
+            progress.poll()
     return results
 
 
@@ -236,7 +272,7 @@ def _run_ray(
                     done = _crashed(refs[ref], e)
                 progress.done(done)
                 results += done
-            progress.poll(batches)
+            progress.poll()
     finally:
         if started:
             ray.shutdown()
@@ -257,7 +293,7 @@ def run_sweep(
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    bar = _Progress(plan.n_runs, plan.experiment, progress)
+    bar = _Progress(plan.batches, plan.experiment, progress)
     try:
         if not plan.batches:
             results: list[RunResult] = []
