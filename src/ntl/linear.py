@@ -246,10 +246,10 @@ def _check_linear_inputs(
     for name, value in (("hidden", hidden), ("weight", weight), ("bias", bias)):
         if value is None:
             continue
-        # one reduction: a non-finite entry makes the float64 sum non-finite
-        if not bool(torch.isfinite(value.detach().sum(dtype=torch.float64))):
+        # one reduction: a non-finite entry makes the sum non-finite (overflow is re-checked)
+        if not bool(torch.isfinite(value.detach().sum(dtype=compute_dtype(value.dtype)))):
             non_finite = (~torch.isfinite(value.detach())).nonzero()
-            if non_finite.numel():  # else only the float64 sum overflowed
+            if non_finite.numel():  # else only the sum overflowed
                 where = tuple(int(i) for i in non_finite[0])
                 raise ValueError(
                     f"{name} must be finite, found {value[where].item()} at index {where}"
