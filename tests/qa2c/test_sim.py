@@ -293,7 +293,15 @@ def test_noise_matches_pennylane_default_mixed(reupload: bool) -> None:
 def test_noisy_functional_stacked_equals_loop() -> None:
     torch.manual_seed(0)
     for reupload in (False, True):
-        vqc = VQC(3, 2, encoding="angle", dtype=F64, depolarizing=0.05, readout_error=0.02, reupload=reupload)
+        vqc = VQC(
+            3,
+            2,
+            encoding="angle",
+            dtype=F64,
+            depolarizing=0.05,
+            readout_error=0.02,
+            reupload=reupload,
+        )
         w = torch.rand(3, 3, 2, 3, dtype=F64)
         x = torch.randn(3, 4, 3, dtype=F64)
         loop = torch.stack([vqc.functional(w[a], x[a]) for a in range(3)])
