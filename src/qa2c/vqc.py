@@ -86,6 +86,11 @@ class VQC(nn.Module):
             raise ValueError(f"measure must be a tuple of wire indices, got {measure!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "torch" and device != "default.qubit":
+            raise ValueError(
+                f"device={device!r} names a PennyLane device and needs backend='pennylane'; "
+                "move a torch-backend VQC with .to(torch_device)"
+            )
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         if dtype not in (torch.float32, torch.float64):

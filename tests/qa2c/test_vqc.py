@@ -261,6 +261,8 @@ def test_bad_inputs_raise_value_errors() -> None:
         VQC(3, 2, encoding="angle", n_inputs=4)
     with pytest.raises(ValueError, match="backend"):
         VQC(4, 2, backend="qiskit")
+    with pytest.raises(ValueError, match="backend='pennylane'"):
+        VQC(4, 2, device="cuda")
     with pytest.raises(ValueError, match="gradient"):
         VQC(4, 2, gradient="adjoint")
     with pytest.raises(ValueError, match="dtype"):
