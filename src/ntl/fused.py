@@ -90,7 +90,7 @@ def index_of_tokens(token_ids: Tensor, vocab_size: int, device: torch.device) ->
 
 def plan_labels(
     labels: Tensor,
-    index_of: Tensor,
+    index_of: Tensor | None,
     values: Tensor,
     opts: LossOptions,
     num_items_in_batch: int | Tensor | None,
@@ -100,14 +100,18 @@ def plan_labels(
     """Masks, number-token targets and the normalisation of one call.
 
     Args:
-        labels: (N,) integer labels; index_of: (V,) from :func:`index_of_tokens`; values: (K,).
+        labels: (N,) integer labels; index_of: (V,) from :func:`index_of_tokens`, or None when
+            the NTL is off (``ntl_weight == 0``: no number rows); values: (K,).
     """
     labels = labels.long()
     valid = labels != opts.ignore_index  # (N,)
     safe = labels.masked_fill(~valid, 0)  # (N,)
-    col = index_of[safe].masked_fill_(~valid, -1)  # (N,)
-    rows = torch.nonzero(col >= 0).reshape(-1)  # (M,) sorted
-    cols = col[rows]
+    if index_of is None or opts.ntl_weight == 0.0:
+        rows = cols = torch.empty(0, dtype=torch.long, device=labels.device)
+    else:
+        col = index_of[safe].masked_fill_(~valid, -1)  # (N,)
+        rows = torch.nonzero(col >= 0).reshape(-1)  # (M,) sorted
+        cols = col[rows]
     targets = values.to(device=labels.device, dtype=dtype)[cols]
     ce_weight = valid.to(dtype)
     ce_scale, ntl_scale = 1.0, opts.ntl_weight
@@ -425,7 +429,7 @@ def fused_cross_entropy_with_ntl(
     dtype = compute_dtype(logits.dtype)
     plan = plan_labels(
         labels.reshape(-1),
-        index_of_tokens(token_ids, vocab, labels.device),
+        index_of_tokens(token_ids, vocab, labels.device) if ntl_weight != 0 else None,
         values,
         opts,
         num_items_in_batch,
