@@ -133,7 +133,7 @@ class VQC(nn.Module):
             if input_scaling
             else None
         )  # (n_enc, n_inputs)
-        self.circuit_calls = 0
+        self._calls = [0]  # a plain list: nn.Module.__setattr__ is slow on the hot path
         self.validate = True
 
     # -- public properties -------------------------------------------------------------------
@@ -161,6 +161,17 @@ class VQC(nn.Module):
             f"reupload={s.reupload}, input_scaling={self.input_scaling}, backend={self.backend!r}"
         )
 
+    @property
+    def circuit_calls(self) -> int:
+        """Circuit executions so far (a batch of B inputs counts B; parameter shifts count too)."""
+        return self._calls[0]
+
+    @circuit_calls.setter
+    def circuit_calls(self, value: int) -> None:
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"circuit_calls must be a non-negative int, got {value!r}")
+        self._calls[0] = value
+
     def reset_circuit_calls(self) -> int:
         """Set ``circuit_calls`` to 0 and return its previous value."""
         calls, self.circuit_calls = self.circuit_calls, 0
@@ -181,12 +192,12 @@ class VQC(nn.Module):
         weights, half = self._prepare(weights, x, input_weights)
         if self._pennylane is not None:
             out: Tensor = self._pennylane(weights, half)
-            self.circuit_calls += out.numel() // len(self.spec.measure)
+            self._calls[0] += out.numel() // len(self.spec.measure)
             return out
         if self.gradient == "parameter_shift" and torch.is_grad_enabled():
             return parameter_shift(self._evaluate, weights, half, self._add_calls)
         out = self._evaluate(weights, half)
-        self.circuit_calls += out.numel() // len(self.spec.measure)
+        self._calls[0] += out.numel() // len(self.spec.measure)
         return out
 
     def state(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -223,7 +234,7 @@ class VQC(nn.Module):
         return consts
 
     def _add_calls(self, calls: int) -> None:
-        self.circuit_calls += calls
+        self._calls[0] += calls
 
     def _generator(self, device: torch.device) -> torch.Generator:
         gen = self._generators.get(device)
