@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import torch
 
-from qa2c.experiments.cartpole import CONFIGS, CartPoleConfig, make_agent, run, run_many
+from qa2c.experiments.cartpole import (
+    CONFIGS,
+    CartPoleConfig,
+    curve_stats,
+    make_agent,
+    run,
+    run_many,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +104,17 @@ def test_bad_configs(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="observation space"):
         list(run(CartPoleConfig(agent="A2C", env_id="Acrobot-v1"), tmp_path))
+
+
+def test_curve_stats_by_hand() -> None:
+    rets = [10.0] * 5 + [500.0] * 4 + [20.0]
+    rows, step = [], 0
+    for g in rets:
+        step += int(g)
+        rows.append({"step": step, "charts/episodic_return": g})
+    st = curve_stats(rows, window=4, threshold=475.0, tail=2)
+    assert st["first_500_step"] == 50 + 500
+    assert st["solved_step"] == 50 + 2000  # the 4th 500 completes the first window >= 475
+    assert st["best_ma"] == 500.0 and st["mean_last"] == 260.0
+    assert st["episodes"] == 10 and st["steps"] == 50 + 2000 + 20
+    assert curve_stats([], window=4)["solved_step"] is None

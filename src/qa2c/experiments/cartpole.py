@@ -27,7 +27,7 @@ from ..a2c import A2CConfig
 from ..agents import AGENT_NAMES, Agent, build_agent
 from ..train import train_population
 
-__all__ = ["CONFIGS", "CartPoleConfig", "make_agent", "run", "run_many"]
+__all__ = ["CONFIGS", "CartPoleConfig", "curve_stats", "make_agent", "run", "run_many"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -170,6 +170,38 @@ def run_many(
         [Path(d) / "checkpoint.pt" for d in run_dirs],
         configs[0].checkpoint_every,
     )
+
+
+def curve_stats(
+    rows: list[dict[str, Any]], window: int = 100, threshold: float = 475.0, tail: int = 100
+) -> dict[str, Any]:
+    """The paper-table numbers of one run's episode rows (in order).
+
+    Returns ``first_500_step`` (env steps at the first episode with return >= 500, or None),
+    ``solved_step`` (env steps when the ``window``-episode moving average first reaches
+    ``threshold``, or None), ``best_ma`` (best moving average, None if fewer episodes),
+    ``mean_last`` (mean return of the last ``tail`` episodes), ``steps`` and ``episodes``.
+    """
+    rets = [float(r["charts/episodic_return"]) for r in rows]
+    steps = [int(r["step"]) for r in rows]
+    first = next((s for s, g in zip(steps, rets) if g >= 500.0), None)
+    solved, best, acc = None, None, 0.0
+    for i, g in enumerate(rets):
+        acc += g - (rets[i - window] if i >= window else 0.0)
+        if i >= window - 1:
+            ma = acc / window
+            best = ma if best is None else max(best, ma)
+            if solved is None and ma >= threshold:
+                solved = steps[i]
+    last = rets[-tail:]
+    return {
+        "first_500_step": first,
+        "solved_step": solved,
+        "best_ma": best,
+        "mean_last": sum(last) / len(last) if last else None,
+        "steps": steps[-1] if steps else 0,
+        "episodes": len(rows),
+    }
 
 
 # The improved pure-quantum agent (Q2Q with the improvements): actor and critic are circuits only,
