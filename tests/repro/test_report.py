@@ -160,3 +160,21 @@ def test_seed_curves_on_grid_and_mean_std() -> None:
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
     m, s, n = mean_std([4.0])
     assert (m, n) == (4.0, 1) and math.isnan(s)
+
+
+def test_steps_to_solve_agrees_with_qa2c_curve_stats() -> None:
+    """The report's steps-to-solve equals the QA2C experiment's own paper-table numbers."""
+    from qa2c.experiments.cartpole import curve_stats
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n = int(rng.integers(50, 400))
+        returns = np.minimum(500.0, np.maximum(8.0, rng.normal(np.linspace(20, 520, n), 60)))
+        returns = np.round(returns)
+        steps = np.cumsum(returns)
+        rows = [
+            {"step": int(s), "charts/episodic_return": float(r)} for s, r in zip(steps, returns)
+        ]
+        ref = curve_stats(rows)
+        first, solved = steps_to_solve(steps, returns)
+        assert (first, solved) == (ref["first_500_step"], ref["solved_step"])
