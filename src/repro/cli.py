@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import tyro
+try:
+    import tyro
+except ImportError as e:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f'the repro command line needs the cli extra: pip install -e ".[cli]" ({e})'
+    ) from e
 
 from repro.overrides import config_keys, field_docs, parse_seeds
 from repro.registry import EXPERIMENTS, ExperimentUnavailableError, load_experiment

@@ -58,13 +58,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
-def _plt():  # type: ignore[no-untyped-def]
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float], sharey: bool = False):  # type: ignore[no-untyped-def]
+    """A matplotlib Figure and its (nrows, ncols) axes, without pyplot (no global backend state)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the installed extras
+        raise ImportError(f'repro report needs the cli extra: pip install -e ".[cli]" ({e})') from e
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, sharey=sharey, squeeze=False)
+
+
+def _colors() -> list[str]:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return list(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
 
 
 def _band(ax, grid: np.ndarray, values: np.ndarray, label: str, color: object) -> None:  # type: ignore[no-untyped-def]
@@ -100,17 +107,15 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> l
             by_config.setdefault(r.config, []).append(curve)
     if not by_config:
         return []
-    plt = _plt()
     max_step = max(float(s[-1]) for curves in by_config.values() for s, _ in curves)
     grid = np.linspace(0.0, max_step, GRID_POINTS)
     n = len(by_config)
     ncols = min(n, 4)
     nrows = -(-n // ncols)
-    fig, ax_all = plt.subplots(figsize=(7.5, 4.5))
-    fig_cfg, axes = plt.subplots(
-        nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), sharey=True, squeeze=False
-    )
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax_grid = _figure(1, 1, (7.5, 4.5))
+    ax_all = ax_grid[0, 0]
+    fig_cfg, axes = _figure(nrows, ncols, (4 * ncols, 3.2 * nrows), sharey=True)
+    colors = _colors()
     for i, (config, curves) in enumerate(sorted(by_config.items())):
         color = colors[i % len(colors)]
         raw = seed_curves_on_grid(curves, grid)  # (S, G)
@@ -138,7 +143,6 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> l
     for f, path in zip((fig, fig_cfg), paths):
         f.tight_layout()
         f.savefig(path, dpi=90)
-        plt.close(f)
     return paths
 
 
@@ -154,9 +158,8 @@ def plot_losses(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> Pa
     keys = _loss_keys(runs)
     if not keys:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = _figure(1, len(keys), (4.5 * len(keys), 3.4))
+    colors = _colors()
     configs = sorted({r.config for r in runs})
     for ax, key in zip(axes[0], keys):
         for i, config in enumerate(configs):
@@ -173,7 +176,6 @@ def plot_losses(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> Pa
     fig.tight_layout()
     path = out_dir / f"{_slug(experiment)}_losses.png"
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
