@@ -314,7 +314,7 @@ def linear_cross_entropy_with_ntl(
     rows = (
         chunk_size
         if chunk_size is not None
-        else default_chunk_rows(vocab_size, _LINEAR_CHUNK_ELEMENTS)
+        else default_chunk_rows(vocab_size, hidden.device, _LINEAR_CHUNK_ELEMENTS)
     )
     pair = (token_ids, values)
     grad_on = torch.is_grad_enabled()
