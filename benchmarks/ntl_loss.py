@@ -71,18 +71,27 @@ def free_gib() -> float:
     return info["MemAvailable"] / 2**20
 
 
-def run_rounds(methods: dict[str, Callable[[], None]], reps: int) -> dict[str, float]:
-    """Median seconds per method; each round runs every method once (interleaved)."""
+def run_rounds(
+    methods: dict[str, Callable[[], None]], reps: int, budget_s: float = 3.0
+) -> tuple[dict[str, float], int]:
+    """Median seconds per method and the number of rounds; each round runs every method once.
+
+    At least ``reps`` rounds, more (up to 500) while a round fits ``budget_s`` in total, so that
+    millisecond-sized cases get enough samples on a noisy shared machine.
+    """
+    start = time.perf_counter()
     for fn in methods.values():  # warm-up
         fn()
+    one_round = time.perf_counter() - start
+    rounds = max(reps, min(500, int(budget_s / max(one_round, 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in methods}
     gc.collect()
-    for _ in range(reps):
+    for _ in range(rounds):
         for name, fn in methods.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}, rounds
 
 
 def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], None]], str]:
@@ -199,7 +208,12 @@ def main() -> None:
     )
     parser.add_argument("--sizes", choices=["small", "all"], default="small")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--reps", type=int, default=5, help="timed rounds per size (median)")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=5,
+        help="minimum timed rounds per size (median; small sizes get more)",
+    )
     parser.add_argument("--max-gib", type=float, default=6.0, help="skip sizes needing more memory")
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the linear variant")
     parser.add_argument("--no-linear", action="store_true", help="skip the linear variant")
@@ -229,15 +243,21 @@ def main() -> None:
                 continue
             methods, check = loss_methods(vocab_size, rows)
             reps = args.reps if vocab_size < 100000 else max(2, args.reps // 2)
-            results = run_rounds(methods, reps)
-            print_table(f"V={vocab_size} B*T={rows} ({reps} rounds); {check}", results, "torch CE")
+            results, rounds = run_rounds(methods, reps)
+            print_table(
+                f"V={vocab_size} B*T={rows} ({rounds} rounds); {check}", results, "torch CE"
+            )
             del methods
             gc.collect()
             if args.no_linear or vocab_size > 100000:
                 continue
-            lin = run_rounds(linear_methods(vocab_size, rows, args.hidden), max(2, reps // 2))
+            lin, rounds = run_rounds(
+                linear_methods(vocab_size, rows, args.hidden), max(2, reps // 2)
+            )
             print_table(
-                f"linear V={vocab_size} B*T={rows} H={args.hidden}", lin, "materialised + reference"
+                f"linear V={vocab_size} B*T={rows} H={args.hidden} ({rounds} rounds)",
+                lin,
+                "materialised + reference",
             )
             gc.collect()
     if args.no_linear:
