@@ -89,10 +89,11 @@ def test_population_equals_individual(config: A2CConfig | None) -> None:
     pop: dict[int, list[dict[str, Any]]] = {i: [] for i in range(3)}
     for i, row in train_population(agents, seeds, 500, config):
         pop[i].append(_strip(row))
+    # the paper's algorithm: bitwise (per-agent slices of the same kernels); the improved one
+    # has reductions over (T, E) whose summation order may depend on A: float tolerance
+    rtol = 0.0 if config is None else 1e-9
     for i, s in enumerate(seeds):
-        _assert_rows_equal(
-            pop[i], _rows("A2C", s, 500, config)
-        )  # bitwise: per-agent slices of the same kernels
+        _assert_rows_equal(pop[i], _rows("A2C", s, 500, config), rtol=rtol)
 
 
 def test_deterministic_and_seed_dependent() -> None:
