@@ -208,17 +208,18 @@ def curve_stats(
 # 4 qubits, 4 layers, data re-uploading with trainable input scaling, readout <Z_i>, plus ONE
 # trainable scalar output scale each (counted): 2 x (48 + 16) + 2 = 130 parameters (16 of the
 # 96 rotation angles are dead: the last rotations that commute with the measurement).
-# Algorithm: 8 environments per agent, 16-step rollouts, GAE(0.95), Adam lr 0.01 annealed linearly
-# to 0, per-agent gradient clipping 0.5, no γ^t factor on the actor loss.
+# Algorithm: 16 environments per agent, 16-step rollouts, GAE(0.95), per-agent advantage
+# normalisation, Adam lr 0.01 annealed linearly to 0 over 200k steps, per-agent gradient clipping
+# 0.5, no γ^t factor on the actor loss.
 _IMPROVED_ALGO = dict(
     gamma=0.99,
     lr_actor=0.01,
     lr_critic=0.01,
-    n_envs=8,
+    n_envs=16,
     n_steps=16,
     gae_lambda=0.95,
     discount_actor=False,
-    normalize_advantage=False,
+    normalize_advantage=True,
     max_grad_norm=0.5,
     lr_anneal_steps=200_000,
     total_steps=200_000,
