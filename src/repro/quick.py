@@ -74,10 +74,10 @@ QUICK_PLAN: tuple[QuickStep, ...] = (
     ),
     QuickStep(
         "qa2c-cartpole",
-        ("Q2Q-improved",),
+        ("Q2Q-improved", "A2C-improved"),
         (0, 1),
-        ("total_steps=150000", "checkpoint_every=25000"),
-        why="the improved pure-quantum agent (re-uploading, scaling, 8 envs, GAE)",
+        ("total_steps=200000", "checkpoint_every=50000"),
+        why="the improved pure-quantum agent (130 parameters) beside a classical one of its size",
     ),
     QuickStep(
         "ntl-regression",
