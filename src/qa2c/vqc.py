@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from qa2c.sim import fused
+from qa2c.sim import fast, fused
 from qa2c.sim.diagnostics import dead_parameters as _dead_parameters
 from qa2c.sim.diagnostics import output_range as _output_range
 from qa2c.sim.noise import NoiseModel, evaluate_noisy
@@ -135,6 +135,10 @@ class VQC(nn.Module):
         )  # (n_enc, n_inputs)
         self._calls = [0]  # a plain list: nn.Module.__setattr__ is slow on the hot path
         self.validate = True
+        # the closed-form fast path (qa2c.sim.fast) applies to the whole circuit
+        self._fast_path = (
+            backend == "torch" and gradient == "backprop" and not self.noise.active and not reupload
+        )
 
     # -- public properties -------------------------------------------------------------------
     @property
@@ -189,6 +193,8 @@ class VQC(nn.Module):
         weights (n_qubits, n_layers, k) take any x (..., n_inputs). input_weights: (*P, n_enc, n_inputs)
         or None (then no input scaling is applied, even if the module has input weights).
         """
+        if self._fast_path and input_weights is None:
+            return self._fast(weights, x)
         weights, half = self._prepare(weights, x, input_weights)
         if self._pennylane is not None:
             out: Tensor = self._pennylane(weights, half)
@@ -229,7 +235,7 @@ class VQC(nn.Module):
         key = (t.device, t.dtype)
         consts = self._consts.get(key)
         if consts is None:
-            consts = fused.Consts(self._tables, t.device, t.dtype)
+            consts = fused.Consts(self._tables, t.device, t.dtype, self.spec)
             self._consts[key] = consts
         return consts
 
@@ -260,10 +266,21 @@ class VQC(nn.Module):
         exact = NoiseModel(None, self.noise.depolarizing, self.noise.readout_error, self.noise.seed)
         return evaluate_noisy(self.spec, consts, exact, weights, half, None)
 
-    def _prepare(
-        self, weights: Tensor, x: Tensor, input_weights: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """Validate; return weights and the encoding half-angles (..., n_enc, n_inputs)."""
+    def _fast(self, weights: Tensor, x: Tensor) -> Tensor:
+        """The hot path: exact expectations of the non-re-uploading circuit, no input scaling."""
+        x = self._check(weights, x)
+        consts = self._consts_for(weights)
+        if consts.fast is None:  # not reached: _fast_path excludes re-uploading
+            raise RuntimeError("the fast path needs a circuit without re-uploading")
+        r = fast.product_state(consts.fast, x)  # (..., 2^n_in), non-finite iff x is
+        if self.validate and not math.isfinite(r.sum().item()):
+            raise ValueError("x contains non-finite values (nan or inf)")
+        out = fused.expval_z_real(self.spec, consts, weights, r)
+        self._calls[0] += out.numel() // len(self.spec.measure)
+        return out
+
+    def _check(self, weights: Tensor, x: Tensor) -> Tensor:
+        """Validate the shapes and dtypes of weights and x; return x on weights' device/dtype."""
         spec = self.spec
         if not isinstance(weights, Tensor):
             raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
@@ -291,6 +308,14 @@ class VQC(nn.Module):
             )
         if x.dtype != weights.dtype or x.device != weights.device:
             x = x.to(device=weights.device, dtype=weights.dtype)
+        return x
+
+    def _prepare(
+        self, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Validate; return weights and the encoding half-angles (..., n_enc, n_inputs)."""
+        spec = self.spec
+        x = self._check(weights, x)
         if self.validate and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (nan or inf)")
         xs = x.unsqueeze(-2)  # (..., 1, n_in)

@@ -13,11 +13,12 @@ parameter set, D = 2**n_qubits:
 * with re-uploading, RX(θ)^{⊗n} = H^{⊗n}·diag(e^{-i Σ θ_w z_w / 2})·H^{⊗n}: the Hadamards are folded
   into the layer matrices, and every encoding block costs one elementwise phase multiply.
 
-Gradients: the non-re-uploading path is one custom autograd Function with a hand-written backward
-(``_FusedExpval``); small circuits build the exact weight Jacobian of the unitary in the forward
-(the shift rule at matrix level, ∂R_P(θ)/∂θ = R_P(θ + π)/2), so the weight gradient is one matmul.
-The layer matrices of the other paths use ``_LayerMatrices`` (same identity). Both are first-order
-only (no double backward); everything else is plain autograd.
+Gradients: the non-re-uploading path is one custom autograd Function with a hand-written backward:
+``qa2c.sim.fast`` (closed form, a few dozen kernels whatever the depth) while its tables stay under
+``JACOBIAN_LIMIT``, else ``_FusedExpval`` (back-propagation through the layer chain and the
+Kronecker factors; the shift rule at matrix level, ∂R_P(θ)/∂θ = R_P(θ + π)/2). The layer matrices of
+the other paths use ``_LayerMatrices`` (same identity). All are first-order only (no double
+backward); everything else is plain autograd.
 
 Shapes: weights (*P, n, L, k); half-angles (*X, n_enc, n_in) with θ/2 of each encoding RX. The batch
 dims broadcast like matmul: the unitary batch *P against the input batch *X minus its last dim.
@@ -33,18 +34,31 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from qa2c.sim import fast
 from qa2c.sim.spec import CircuitSpec, Tables
 
 HALF_PI = math.pi / 2
-#: the forward builds the full weight Jacobian of the circuit unitary when a layer's variants
-#: gather at most this many complex entries ((1 + n·k)·n·4**n); 4 qubits × 3 rotations: 13,312.
-JACOBIAN_LIMIT = 200_000
+#: the closed-form path ``qa2c.sim.fast`` is used while its leave-one-out table has at most this
+#: many complex entries per call (L·n·4**n per parameter set; the paper circuit: 2,048).
+JACOBIAN_LIMIT = 1_000_000
 
 
 class Consts:
     """The Tables of a spec as tensors on one (device, dtype)."""
 
-    def __init__(self, tables: Tables, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        tables: Tables,
+        device: torch.device,
+        dtype: torch.dtype,
+        spec: CircuitSpec | None = None,
+    ) -> None:
+        #: the closed-form path's constants (None: not available, e.g. with re-uploading)
+        self.fast = (
+            fast.FastConsts(spec, tables, device, dtype)
+            if spec is not None and not spec.reupload
+            else None
+        )
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         self.dtype, self.cdtype = dtype, cdtype
         self.offsets = torch.tensor(
@@ -63,16 +77,6 @@ class Consts:
         self.kron_entry = torch.as_tensor(entry[:, :, None], device=device)  # (n, D², 1)
         interleaved = np.stack([2 * tables.kron_gather, 2 * tables.kron_gather + 1], axis=-1)
         self.kron_gather2 = torch.as_tensor(interleaved.reshape(-1), device=device)
-        # Jacobian variants: variant v = 1 + w·k + j uses R's variant 1 + j on wire w, 0 elsewhere;
-        # index into the real view of rot (n, 1+k, 4, 2).
-        var = np.zeros((1 + n * k, n), dtype=np.int64)
-        for w in range(n):
-            var[1 + w * k : 1 + (w + 1) * k, w] = np.arange(1, k + 1)
-        aug = (np.arange(n)[None, :, None] * (1 + k) + var[:, :, None]) * 4 + entry[None]
-        self.jac_gather2 = torch.as_tensor(
-            np.stack([2 * aug, 2 * aug + 1], -1).reshape(-1), device=device
-        )
-        self.jac_size = (1 + n * k) * n * 4**n  # complex entries gathered per layer
         n_layers = tables.layer_const.shape[0]
         full = (n_layers, 2**n, 2**n)
         layer_const = np.array(np.broadcast_to(tables.layer_const, full)).reshape(n_layers, -1)
@@ -84,8 +88,6 @@ class Consts:
         self.enc_gather = torch.as_tensor(tables.enc_gather.reshape(-1), device=device)
         self.readout2 = torch.as_tensor(tables.readout2, dtype=dtype, device=device)
         self.readout2_t = self.readout2.T.contiguous()
-        stride = 2 ** (n - tables.enc_signs.shape[0])
-        self.eye_rows = torch.eye(2**n, dtype=cdtype, device=device)[::stride]  # (D', D)
         self.enc_signs = torch.as_tensor(tables.enc_signs, dtype=dtype, device=device)
         hadamard = torch.as_tensor(tables.hadamard, dtype=dtype, device=device)
         dim = hadamard.shape[0]
@@ -175,72 +177,35 @@ class _FusedExpval(torch.autograd.Function):
     """The whole non-re-uploading circuit, (weights (*P, n, L, k), r (*X, 2^n_in)) -> ⟨Z⟩ (*O, m).
 
     Forward: layer matrices, their product T, amplitudes r @ T (real/imag interleaved), squares,
-    readout. Backward by hand (the circuit is overhead-bound at small sizes, so the number of
-    kernel launches is what counts). For small circuits (``Consts.jac_size`` × parameter sets <= JACOBIAN_LIMIT) the
-    forward also builds ∂T/∂w for every weight (the π-shifted layer variants sandwiched between the
-    prefix and suffix products), so the weight gradient is a single matmul; larger circuits
-    back-propagate through the layer chain and the Kronecker factors instead.
+    readout. Backward by hand: back-propagation through the layer chain and the Kronecker factors
+    (used for circuits too large for ``qa2c.sim.fast``).
     """
 
     @staticmethod
     def forward(ctx: Any, weights: Tensor, r: Tensor, spec: CircuitSpec, c: Consts) -> Tensor:
         need_w = ctx.needs_input_grad[0]
-        n_sets = weights.numel() // (spec.n_qubits * spec.n_layers * spec.n_rot)
-        jacobian = need_w and c.jac_size * n_sets <= JACOBIAN_LIMIT
         n_layers, dim = spec.n_layers, spec.dim
         stride = 2 ** (spec.n_qubits - spec.n_inputs)
         rot = _rotations(spec, c, weights, shifted=need_w)  # (*P, L, n, V, 4)
-        if jacobian:
-            flat = torch.view_as_real(rot).flatten(-4)  # (*P, L, n·(1+k)·8)
-            gathered = flat.index_select(-1, c.jac_gather2)
-            factors = torch.view_as_complex(
-                gathered.unflatten(-1, (-1, spec.n_qubits, dim * dim, 2))
-            )
-            variants = (prod_dim(factors, -2) * c.layer_const.unsqueeze(-2)).unflatten(
-                -1, (dim, dim)
-            )
-            mats = variants[..., 0, :, :]  # (*P, L, D, D)
-        else:
-            factors = _kron_factors(spec, c, rot[..., 0, :])  # (*P, L, n, D²)
-            mats = (prod_dim(factors, -2) * c.layer_const).unflatten(-1, (dim, dim))
+        factors = _kron_factors(spec, c, rot[..., 0, :])  # (*P, L, n, D²)
+        mats = (prod_dim(factors, -2) * c.layer_const).unflatten(-1, (dim, dim))
         prefix = [mats[..., 0, :, :]]
         for layer in range(1, n_layers):
             prefix.append(prefix[-1] @ mats[..., layer, :, :])
         rows = prefix[-1][..., ::stride, :] if stride > 1 else prefix[-1]
         tr = torch.view_as_real(rows).flatten(-2)  # (*P, D', 2D)
         amps = r @ tr  # (*O, 2D)
-        ctx.spec, ctx.c, ctx.stride, ctx.jacobian = spec, c, stride, jacobian
-        if jacobian:
-            # ∂T/∂θ_{l,p} = ½·Pre_{l-1}·V_{l,p}·Suf_{l+1}, rows of the encoded subspace only
-            suffix = [mats[..., -1, :, :]]
-            for layer in range(n_layers - 2, 0, -1):
-                suffix.insert(0, mats[..., layer, :, :] @ suffix[0])
-            left: list[Tensor | None] = [c.eye_rows if stride > 1 else None]
-            left += [p[..., ::stride, :] if stride > 1 else p for p in prefix[:-1]]
-            terms = []
-            for layer in range(n_layers):
-                term = variants[..., layer, 1:, :, :]  # (*P, n·k, D, D)
-                lft = left[layer]
-                term = term[..., ::stride, :] if lft is None else lft.unsqueeze(-3) @ term
-                if layer < n_layers - 1:
-                    term = term @ suffix[layer].unsqueeze(-3)
-                terms.append(term)
-            jac = torch.view_as_real(torch.stack(terms, dim=-4)).flatten(-3)  # (*P, L, n·k, D'·2D)
-            ctx.save_for_backward(weights, r, tr, amps, jac)
-        else:
-            ctx.save_for_backward(
-                weights, r, tr, amps, mats, rot[..., 1:, :], factors, *prefix[:-1]
-            )
+        ctx.spec, ctx.c, ctx.stride = spec, c, stride
+        ctx.save_for_backward(weights, r, tr, amps, mats, rot[..., 1:, :], factors, *prefix[:-1])
         return amps.square() @ c.readout2
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        weights, r, tr, amps, *rest = ctx.saved_tensors
+        weights, r, tr, amps, mats, shifted, factors, *prefix = ctx.saved_tensors
         spec, c, stride = ctx.spec, ctx.c, ctx.stride
-        # half the gradient of the amplitudes (∂|a|²/∂a = 2a; the ½ of ∂T/∂θ = V/2 cancels it)
-        g_amps = amps * (grad @ c.readout2_t)  # (*O, 2D)
-        grad_r = grad_w = None
+        g_amps = amps * (grad @ c.readout2_t)  # (*O, 2D), half the gradient of the amplitudes
+        grad_r = None
         if ctx.needs_input_grad[1]:
             grad_r = (2.0 * (g_amps @ tr.transpose(-1, -2))).sum_to_size(r.shape)
         if not ctx.needs_input_grad[0]:
@@ -248,13 +213,6 @@ class _FusedExpval(torch.autograd.Function):
         r2 = r.unsqueeze(-2) if r.ndim == 1 else r
         g2 = g_amps.unsqueeze(-2) if g_amps.ndim == 1 else g_amps
         g_tr = (r2.transpose(-1, -2) @ g2).sum_to_size(tr.shape)  # (*P, D', 2D)
-        if ctx.jacobian:
-            (jac,) = rest  # (*P, L, n·k, D'·2D)
-            flat = g_tr.flatten(-2)[..., None, None, :]  # (*P, 1, 1, D'·2D)
-            dw = (jac * flat).sum(-1)  # (*P, L, n·k); faster than a broadcast bmm on CPU
-            grad_w = dw.unflatten(-1, (spec.n_qubits, spec.n_rot)).transpose(-3, -2)
-            return grad_w.sum_to_size(weights.shape), grad_r, None, None
-        mats, shifted, factors, *prefix = rest
         g_rows = torch.view_as_complex((2.0 * g_tr).unflatten(-1, (spec.dim, 2)))
         if stride > 1:
             g_total = g_rows.new_zeros(*g_rows.shape[:-2], spec.dim, spec.dim)
@@ -359,6 +317,13 @@ def expval_z(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Ten
     if spec.reupload:
         return _reupload_interleaved(spec, c, weights, half).square() @ c.readout2_reupload
     r = product_state(spec, c, half.squeeze(-2))  # (*X, 2^n_in)
+    return expval_z_real(spec, c, weights, r)
+
+
+def expval_z_real(spec: CircuitSpec, c: Consts, weights: Tensor, r: Tensor) -> Tensor:
+    """⟨Z_m⟩ (*O, n_measure) of the non-re-uploading circuit from the real product state r."""
+    if c.fast is not None and fast.fits(c.fast, weights, JACOBIAN_LIMIT):
+        return fast.expval_z(c.fast, weights, r)
     if torch.is_grad_enabled() and (weights.requires_grad or r.requires_grad):
         out: Tensor = _FusedExpval.apply(weights, r, spec, c)
         return out
