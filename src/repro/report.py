@@ -89,8 +89,11 @@ def _band(ax, grid: np.ndarray, values: np.ndarray, label: str, color: object) -
 
 
 def _reward_axes(ax, max_step: float) -> None:  # type: ignore[no-untyped-def]
+    from matplotlib.ticker import EngFormatter
+
     ax.axhline(RANDOM_AGENT_RETURN, color="gray", ls="--", lw=1, label="random agent")
     ax.set_xlim(0, max_step)
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set_ylim(0, 510)
     ax.set_xlabel("environment steps")
     ax.grid(alpha=0.3)
@@ -114,23 +117,25 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> l
     nrows = -(-n // ncols)
     fig, ax_grid = _figure(1, 1, (7.5, 4.5))
     ax_all = ax_grid[0, 0]
-    fig_cfg, axes = _figure(nrows, ncols, (4 * ncols, 3.2 * nrows), sharey=True)
+    fig_cfg, axes = _figure(nrows, ncols, (4 * ncols, 3.2 * nrows), sharey=True)  # own x ranges
     colors = _colors()
     for i, (config, curves) in enumerate(sorted(by_config.items())):
         color = colors[i % len(colors)]
-        raw = seed_curves_on_grid(curves, grid)  # (S, G)
-        smooth = seed_curves_on_grid(
-            [(s, rolling_mean(r, ROLLING_WINDOW)) for s, r in curves], grid
-        )
+        own_max = max(float(s[-1]) for s, _ in curves)
+        own_grid = np.linspace(0.0, own_max, GRID_POINTS)
+        smoothed = [(s, rolling_mean(r, ROLLING_WINDOW)) for s, r in curves]
+        raw = seed_curves_on_grid(curves, own_grid)  # (S, G)
+        smooth = seed_curves_on_grid(smoothed, own_grid)  # (S, G)
         ax = axes[i // ncols, i % ncols]
         with warnings.catch_warnings():  # grid points before any seed's first episode
             warnings.simplefilter("ignore", RuntimeWarning)
             raw_mean = np.nanmean(raw, axis=0)
-        ax.plot(grid, raw_mean, color=color, alpha=0.25, lw=0.6, label="return (mean over seeds)")
-        _band(ax, grid, smooth, f"MA{ROLLING_WINDOW} (n={len(curves)})", color)
+        ax.plot(own_grid, raw_mean, color=color, alpha=0.25, lw=0.6, label="return (mean of seeds)")
+        _band(ax, own_grid, smooth, f"MA{ROLLING_WINDOW} (n={len(curves)})", color)
         ax.set_title(config)
-        _reward_axes(ax, max_step)
-        _band(ax_all, grid, smooth, f"{config} (n={len(curves)})", color)
+        _reward_axes(ax, own_max)
+        common = seed_curves_on_grid(smoothed, grid)  # (S, G) on the common grid
+        _band(ax_all, grid, common, f"{config} (n={len(curves)})", color)
     for j in range(n, nrows * ncols):
         axes[j // ncols, j % ncols].set_visible(False)
     _reward_axes(ax_all, max_step)
