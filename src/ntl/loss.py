@@ -216,11 +216,13 @@ def cross_entropy_with_ntl(
         check_logits_shape(logits, vocab.vocab_size)  # the fused path only sees token ids
         from ntl.fused import fused_cross_entropy_with_ntl
 
+        # values in the compute dtype, so float64 logits see the vocab's exact float64 values
+        token_ids, values, _ = vocab.device_tensors(logits.device, _compute_dtype(logits.dtype))
         return fused_cross_entropy_with_ntl(
             logits,
             labels,
-            vocab.token_ids,
-            vocab.values,
+            token_ids,
+            values,
             kind=kind,
             ntl_weight=ntl_weight,
             ignore_index=ignore_index,

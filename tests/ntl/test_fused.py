@@ -341,3 +341,14 @@ def test_fused_bad_input(change: dict[str, object], error: type[Exception], matc
     args.update(change)
     with pytest.raises(error, match=match):
         fused_cross_entropy_with_ntl(**args)  # type: ignore[arg-type]
+
+
+def test_float64_logits_use_exact_float64_values() -> None:
+    """Values not exact in float32 (0.1, 0.7) must reach the fused path in float64."""
+    vocab = NumberVocab.from_values({3: 0.1, 5: 0.2, 7: 0.7}, vocab_size=10)
+    logits = torch.randn(4, 6, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([[3, 5, 7, 1, -100, 3]] * 4)
+    for kind in ("was", "mse", "mae", "huber"):
+        fused = cross_entropy_with_ntl(logits, labels, vocab, kind=kind, fused=True)
+        ref = cross_entropy_with_ntl(logits, labels, vocab, kind=kind, fused=False)
+        assert abs(fused.item() - ref.item()) < 1e-13, kind
