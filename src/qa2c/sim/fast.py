@@ -56,15 +56,24 @@ class FastConsts:
         self.stride = 2 ** (n - spec.n_inputs)
         self.size = n_layers * n * dim * dim
         # R(θ) as a trigonometric polynomial of the half angles h = θ/2 (frequencies ±1 each):
-        # rot = cos(θ @ freq + offset) @ coef. Variant 1 + j shifts θ_j by π (h_j by π/2).
+        # rot = cos(θ @ freq + offset) @ coef. Variant 1 + j shifts θ_j by π (h_j by π/2). With
+        # gradients all 1 + k variants are computed at once, plus a constant entry 1 (cos 0).
         freq, offset, coef = _fourier(spec.rotations)  # (k, F), (F,), (F, 8)
-        offsets = offset[None] + np.concatenate([np.zeros((1, len(offset))), freq * math.pi / 2])
-        self.freq = torch.as_tensor(np.tile(freq / 2, 1 + k), dtype=dtype, device=device)
-        self.offsets = torch.as_tensor(offsets.reshape(-1), dtype=dtype, device=device)
+        n_f = len(offset)
+        shifts = np.concatenate([np.zeros((1, n_f)), freq * math.pi / 2])  # (1+k, F)
+        freq_all = np.concatenate([np.tile(freq / 2, 1 + k), np.zeros((k, 1))], 1)
+        offsets_all = np.append((offset[None] + shifts).reshape(-1), 0.0)
+        coef_all = np.zeros(((1 + k) * n_f + 1, (1 + k) * 8 + 2))
+        for v in range(1 + k):
+            coef_all[v * n_f : (v + 1) * n_f, v * 8 : (v + 1) * 8] = coef
+        coef_all[-1, -2] = 1.0  # the constant entry 1 + 0i
+        self.freq_all = torch.as_tensor(freq_all, dtype=dtype, device=device)  # (k, (1+k)F+1)
+        self.offsets_all = torch.as_tensor(offsets_all, dtype=dtype, device=device)
+        self.coef_all = torch.as_tensor(coef_all, dtype=dtype, device=device)  # (.., (1+k)·8+2)
         self.freq0 = torch.as_tensor(freq / 2, dtype=dtype, device=device)  # (k, F)
         self.offset0 = torch.as_tensor(offset, dtype=dtype, device=device)  # (F,)
         self.coef = torch.as_tensor(coef, dtype=dtype, device=device)  # (F, 8)
-        self.n_freq = len(offset)
+        n_rot = (1 + k) * 4 + 1  # complex entries per (wire, layer) with gradients
         # X_l = A_l·U_lᵀ·B_l: X_l[a, b] = cA[a]·cB[b]·Π_w R_w[β(b)_w, α(a)_w]
         perm, sign = signed_permutation(spec.gates, n)
         e_t = np.zeros((dim, dim), dtype=complex)  # Eᵀ, (Eψ)[c] = sign[c]·ψ[perm[c]]
@@ -77,33 +86,36 @@ class FastConsts:
         if not (alpha == alpha[0]).all():
             raise AssertionError("layers differ in their permutation")
         bits = bit_table(n)  # (n, D)
-        # Xᵀ layout, e = b·D + a: entry 2·row + col of wire w's 2×2
-        entry = 2 * bits[:, beta][:, :, None] + bits[:, alpha[0]][:, None, :]  # (n, D, D)
-        const = c_b[None, :, None] * c_a[:, None, :]  # (L, D, D) in Xᵀ layout
+        # e = a·D + b: entry 2·row + col of wire w's 2×2 in X[a, b]
+        entry = (2 * bits[:, beta][:, None, :] + bits[:, alpha[0]][:, :, None]).reshape(n, -1)
+        const = c_a[:, :, None] * c_b[None, None, :]  # (L, D, D)
         self.const = (
             None
             if np.allclose(const, 1)
-            else torch.as_tensor(const.reshape(n_layers, -1), dtype=cdtype, device=device)
-        )  # (L, D²)
-        # row w: the entries of the other wires, then wire w itself (rotation variant 0 of each),
-        # as indices into the flattened (n, 1+k, 4) complex entries, interleaved (re, im)
-        order = np.array([[i for i in range(n) if i != w] + [w] for w in range(n)])  # (n, n)
-        layer = np.arange(n_layers)[None, :, None, None]
-        # (n, L, n, D²) into the flattened (n, L, 1+k, 4) complex entries
-        index = (order[:, None, :, None] * n_layers + layer) * (1 + k) * 4
-        index = index + entry[order].reshape(n, 1, n, -1)
+            else torch.as_tensor(const.reshape(n_layers, 1, -1), dtype=cdtype, device=device)
+        )  # (L, 1, D²)
+        # row w < n: the entries of the other wires and the constant 1 (LOO_w); row n: all wires
+        # (X_l). Indices into the flattened (n, L, n_rot) complex entries (rotation variant 0).
+        index = np.zeros((n_layers, n + 1, n, dim * dim), dtype=np.int64)
+        first = np.arange(n_layers)[:, None] * n_rot  # (L, 1)
+        for w in range(n + 1):
+            for slot, i in enumerate([i for i in range(n) if i != w]):
+                index[:, w, slot] = first + i * n_layers * n_rot + entry[i][None]
+            if w < n:
+                index[:, w, n - 1] = first + w * n_layers * n_rot + n_rot - 1
         self.loo_gather = _interleaved(index, device)
-        # binning of the interleaved (re, im) of Σ_e over entry_w(e) = a, as (re, -im) of each a
-        onehot = (entry.reshape(n, -1, 1) == np.arange(4)).astype(float)  # (n, D², 4)
-        bins = np.zeros((n, dim * dim, 2, 4, 2))
-        bins[:, :, 0, :, 0], bins[:, :, 1, :, 1] = onehot, -onehot
+        # binning Σ_{e: entry_w(e) = a} of the interleaved (re, im) of every wire's LOO-weighted
+        # gradient, as (re, -im) of each a: one block-diagonal (n·2D², n·8) matrix
+        onehot = (entry[:, :, None] == np.arange(4)).astype(float)  # (n, D², 4)
+        bins = np.zeros((n, dim * dim, 2, n, 4, 2))
+        for w in range(n):
+            bins[w, :, 0, w, :, 0], bins[w, :, 1, w, :, 1] = onehot[w], -onehot[w]
         self.bins = torch.as_tensor(
-            bins.reshape(n, 1, 2 * dim * dim, 8), dtype=dtype, device=device
-        )  # (n, 1, 2D², 8)
-        # (L, n, D²) into the flattened (n, L, 1, 4) complex entries
-        base = np.arange(n)[None, :, None] * n_layers + np.arange(n_layers)[:, None, None]
-        base = base * 4 + entry.reshape(1, n, -1)
-        self.base_gather = _interleaved(base, device)
+            bins.reshape(n * 2 * dim * dim, n * 8), dtype=dtype, device=device
+        )  # (n·2D², n·8)
+        # (L, n, D²) into the flattened (n, L, 4) complex entries (no gradients)
+        base = (np.arange(n)[None, :, None] * n_layers + np.arange(n_layers)[:, None, None]) * 4
+        self.base_gather = _interleaved(base + entry[None], device)
         self.eye = torch.eye(dim, dtype=cdtype, device=device)
         # encoding: θ/2 = scale·x ("linear") or atan(x); cos/sin pairs gathered into r (D',)
         table = spec.encoding_table()
@@ -115,7 +127,11 @@ class FastConsts:
             if any(kind == "atan" for kind, _ in table)
             else None
         )
-        self.enc_offsets = torch.as_tensor([0.0, math.pi / 2], dtype=dtype, device=device)
+        self.enc_scale2 = self.enc_scale[:, None]  # (n_in, 1)
+        self.enc_atan2 = None if self.enc_atan is None else self.enc_atan[:, None]
+        self.enc_negoff = torch.as_tensor([0.0, -math.pi / 2], dtype=dtype, device=device).expand(
+            spec.n_inputs, 2
+        )  # cos(h - π/2) = sin h
         self.enc_gather = torch.as_tensor(tables.enc_gather.reshape(-1), device=device)
         self.n_inputs = spec.n_inputs
         self.readout2 = torch.as_tensor(tables.readout2, dtype=dtype, device=device)  # (2D, m)
@@ -174,54 +190,53 @@ def product_state(c: FastConsts, x: Tensor) -> Tensor:
 
     Non-finite inputs give a non-finite r (also on atan inputs, where atan(±inf) is finite).
     """
-    half = x * c.enc_scale  # (*X, n_in)
-    if c.enc_atan is not None:
-        half = torch.addcmul(half, torch.atan(x), c.enc_atan)
-    pairs = torch.cos(half.unsqueeze(-1) - c.enc_offsets)  # (*X, n_in, 2): cos, sin
-    gathered = pairs.flatten(-2).index_select(-1, c.enc_gather)  # (*X, n_in·2^n_in)
+    xe = x.unsqueeze(-1)  # (*X, n_in, 1)
+    half = torch.addcmul(c.enc_negoff, xe, c.enc_scale2)  # (*X, n_in, 2): h, h - π/2
+    if c.enc_atan2 is not None:
+        half = torch.addcmul(half, xe.atan(), c.enc_atan2)
+    pairs = half.cos_().flatten(-2)  # (*X, n_in·2): cos h, sin h per input
+    gathered = pairs.index_select(-1, c.enc_gather)  # (*X, n_in·2^n_in)
     return gathered.unflatten(-1, (c.n_inputs, -1)).prod(-2)
 
 
 def _layers(c: FastConsts, weights: Tensor) -> Tensor:
-    """X_lᵀ. weights (*P, n, L, k) -> (*P, L, D, D) complex."""
-    rot = (torch.matmul(weights, c.freq0).add_(c.offset0).cos_() @ c.coef).flatten(-3)
+    """X_l. weights (*P, n, L, k) -> (*P, L, D, D) complex."""
+    arg = torch.matmul(weights, c.freq0).add_(c.offset0).cos_()
+    rot = (arg @ c.coef).flatten(-3)  # (*P, n·L·8)
     entries = rot.index_select(-1, c.base_gather).view(*weights.shape[:-3], c.n_layers, c.n, -1, 2)
-    xt = torch.view_as_complex(entries).prod(-2)  # (*P, L, D²)
+    x = torch.view_as_complex(entries).prod(-2)  # (*P, L, D²)
     if c.const is not None:
-        xt = xt * c.const
-    return xt.unflatten(-1, (c.dim, c.dim))
+        x = x * c.const[:, 0]
+    return x.unflatten(-1, (c.dim, c.dim))
 
 
 def _layer_parts(c: FastConsts, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """X_lᵀ (*P, L, D, D); LOO_w = const·Π_{i≠w} R_i[entry_i] (*P, n, L, D²); the π-shifted
-    rotations R_w^{(j)} = 2·∂R_w/∂θ_j, (*P, n, L, k, 8) real (re, im interleaved)."""
-    p, n, k = weights.shape[:-3], c.n, c.k
-    arg = torch.matmul(weights, c.freq).add_(c.offsets).cos_()  # (*P, n, L, (1+k)·F)
-    rot = arg.view(*p, n, c.n_layers, 1 + k, c.n_freq) @ c.coef  # (*P, n, L, 1+k, 8)
-    gathered = rot.flatten(-4).index_select(-1, c.loo_gather)
-    entries = torch.view_as_complex(gathered.view(*p, n, c.n_layers, n, -1, 2))
-    loo = entries[..., :-1, :].prod(-2)  # (*P, n, L, D²)
+    """X_l (*P, L, D, D); LOO_w = const·Π_{i≠w} R_i[entry_i] (*P, L, n, D²) (the first n rows of
+    the returned (*P, L, n+1, D²)); the rotations and their π-shifted variants, (*P, n, L, ·) real:
+    entries 8·(1+j) .. 8·(2+j) are R_w^{(j)} = 2·∂R_w/∂θ_j, (re, im) interleaved."""
+    p, n, n_layers = weights.shape[:-3], c.n, c.n_layers
+    arg = torch.matmul(weights, c.freq_all).add_(c.offsets_all).cos_()
+    rot = arg @ c.coef_all  # (*P, n, L, (1+k)·8 + 2)
+    gathered = rot.flatten(-3).index_select(-1, c.loo_gather)
+    prods = torch.view_as_complex(gathered.view(*p, n_layers, n + 1, n, -1, 2)).prod(-2)
     if c.const is not None:
-        loo *= c.const
-    xt = loo[..., 0, :, :] * entries[..., 0, :, -1, :]  # (*P, L, D²)
-    return xt.unflatten(-1, (c.dim, c.dim)), loo, rot[..., 1:, :]
+        prods *= c.const  # (*P, L, n+1, D²)
+    return prods[..., n, :].unflatten(-1, (c.dim, c.dim)), prods, rot
 
 
-def _chain(c: FastConsts, xt: Tensor, keep: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """W = X_0⋯X_{L-1} (*P, D, D); with ``keep`` also the prefixes Pre_l = X_0⋯X_{l-1} and the
     suffixes Suf_l = X_{l+1}⋯X_{L-1}, l < L, stacked (*P, L, D, D)."""
-    x = xt.mT  # (*P, L, D, D)
-    pre = [x[..., 0, :, :]]
-    for layer in range(1, c.n_layers):
-        pre.append(pre[-1] @ x[..., layer, :, :])
+    layers = x.unbind(-3)
+    pre = [layers[0]]
+    for layer in layers[1:]:
+        pre.append(pre[-1] @ layer)
     if not keep:
         return pre[-1], None, None
     eye = c.eye.expand_as(pre[0])
     suf = [eye]
-    for layer in range(c.n_layers - 1, 0, -1):
-        suf.insert(
-            0, x[..., layer, :, :] if layer == c.n_layers - 1 else x[..., layer, :, :] @ suf[0]
-        )
+    for layer in reversed(layers[1:]):
+        suf.insert(0, layer if len(suf) == 1 else layer @ suf[0])
     return pre[-1], torch.stack([eye, *pre[:-1]], dim=-3), torch.stack(suf, dim=-3)
 
 
@@ -240,14 +255,14 @@ class _FastExpval(torch.autograd.Function):
     def forward(ctx: Any, weights: Tensor, r: Tensor, c: FastConsts) -> Tensor:
         need_w = ctx.needs_input_grad[0]
         if need_w:
-            xt, loo, shifted = _layer_parts(c, weights)
+            x, prods, rot = _layer_parts(c, weights)
         else:
-            xt = _layers(c, weights)
-        w_total, pres, sufs = _chain(c, xt, keep=need_w)
+            x = _layers(c, weights)
+        w_total, pres, sufs = _chain(c, x, keep=need_w)
         out, amps, wr = _readout(c, w_total, r)
         ctx.c = c
         if need_w:
-            ctx.save_for_backward(weights, r, amps, wr, pres, sufs, loo, shifted)
+            ctx.save_for_backward(weights, r, amps, wr, pres, sufs, prods, rot)
         else:
             ctx.save_for_backward(weights, r, amps, wr)
         return out
@@ -264,18 +279,26 @@ class _FastExpval(torch.autograd.Function):
             grad_r = (2.0 * (g_amps @ wr.mT)).sum_to_size(r.shape)
         if not ctx.needs_input_grad[0]:
             return None, grad_r, None
-        pres, sufs, loo, shifted = rest
+        pres, sufs, prods, rot = rest
         g_conj = amps * (grad @ c.readout2_conj_t)  # (*O, 2D): conj of the amplitudes' gradient
         r2 = r.unsqueeze(-2) if r.ndim == 1 else r
         g2 = g_conj.unsqueeze(-2) if g_conj.ndim == 1 else g_conj
-        g_w = (r2.mT @ g2).sum_to_size(wr.shape)  # (*P, D', 2D): conj(G), G = ∂loss/∂W rows
-        g_h = torch.view_as_complex(g_w.unflatten(-1, (-1, 2))).mT  # (*P, D, D') = G^H
-        left = g_h.unsqueeze(-3) @ pres[..., :: c.stride, :]  # (*P, L, D, D) = G^H·Pre_l
-        h = sufs @ left  # (*P, L, D, D): H_l = Suf_l·G^H·Pre_l, in X_lᵀ's layout
-        weighted = torch.view_as_real(h.flatten(-2).unsqueeze(-3) * loo)  # (*P, n, L, D², 2)
-        bins = weighted.flatten(-2).unsqueeze(-2) @ c.bins  # (*P, n, L, 1, 8): conj of the bins
-        dw = (shifted @ bins.mT)[..., 0]  # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
-        return dw.sum_to_size(weights.shape), grad_r, None
+        g_w = r2.mT @ g2  # (*P, D', 2D): conj(G), G = ∂loss/∂W on the encoded rows
+        if g_w.shape != wr.shape:
+            g_w = g_w.sum_to_size(wr.shape)
+        g_c = torch.view_as_complex(g_w.view(*g_w.shape[:-1], -1, 2))  # (*P, D', D)
+        n, n_layers, dim, p = c.n, c.n_layers, c.dim, g_c.shape[:-2]
+        rows = pres[..., :: c.stride, :] if c.stride > 1 else pres  # (*P, L, D', D)
+        left = (rows.mT.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
+        h_t = left @ sufs.mT  # (*P, L, D, D): (Suf_l·G^H·Pre_l)ᵀ, in X_l's layout
+        weighted = h_t.view(*p, n_layers, 1, -1) * prods[..., :n, :]  # (*P, L, n, D²)
+        flat = torch.view_as_real(weighted).view(*p, n_layers, -1)  # (*P, L, n·2D²)
+        bins = (flat @ c.bins).view(*p, n_layers, n, 1, 8)  # (re, -im) of Σ_{e: entry_w(e) = a}
+        shifted = rot[..., 8 : 8 * (1 + c.k)].unflatten(-1, (c.k, 8))  # (*P, n, L, k, 8)
+        dw = (shifted * bins.transpose(-4, -3)).sum(-1)  # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
+        if dw.shape != weights.shape:
+            dw = dw.sum_to_size(weights.shape)
+        return dw, grad_r, None
 
 
 def expval_z(c: FastConsts, weights: Tensor, r: Tensor) -> Tensor:
