@@ -92,27 +92,27 @@ class FastConsts:
         self.const = (
             None
             if np.allclose(const, 1)
-            else torch.as_tensor(const.reshape(n_layers, 1, -1), dtype=cdtype, device=device)
-        )  # (L, 1, D²)
-        # row w < n: the entries of the other wires and the constant 1 (LOO_w); row n: all wires
-        # (X_l). Indices into the flattened (n, L, n_rot) complex entries (rotation variant 0).
-        index = np.zeros((n_layers, n + 1, n, dim * dim), dtype=np.int64)
+            else torch.as_tensor(const.reshape(n_layers, -1), dtype=cdtype, device=device)
+        )  # (L, D²)
+        # (row, layer, slot, e): row w < n: the entries of the other wires and the constant 1
+        # (LOO_w); row n: all wires (X_l). Indices into the flattened (n, L, n_rot) complex entries
+        # (rotation variant 0).
+        index = np.zeros((n + 1, n_layers, n, dim * dim), dtype=np.int64)
         first = np.arange(n_layers)[:, None] * n_rot  # (L, 1)
         for w in range(n + 1):
             for slot, i in enumerate([i for i in range(n) if i != w]):
-                index[:, w, slot] = first + i * n_layers * n_rot + entry[i][None]
+                index[w, :, slot] = first + i * n_layers * n_rot + entry[i][None]
             if w < n:
-                index[:, w, n - 1] = first + w * n_layers * n_rot + n_rot - 1
+                index[w, :, n - 1] = first + w * n_layers * n_rot + n_rot - 1
         self.loo_gather = _interleaved(index, device)
-        # binning Σ_{e: entry_w(e) = a} of the interleaved (re, im) of every wire's LOO-weighted
-        # gradient, as (re, -im) of each a: one block-diagonal (n·2D², n·8) matrix
+        # binning Σ_{e: entry_w(e) = a} of the interleaved (re, im) of wire w's LOO-weighted
+        # gradient, as (re, -im) of each a
         onehot = (entry[:, :, None] == np.arange(4)).astype(float)  # (n, D², 4)
-        bins = np.zeros((n, dim * dim, 2, n, 4, 2))
-        for w in range(n):
-            bins[w, :, 0, w, :, 0], bins[w, :, 1, w, :, 1] = onehot[w], -onehot[w]
+        bins = np.zeros((n, dim * dim, 2, 4, 2))
+        bins[:, :, 0, :, 0], bins[:, :, 1, :, 1] = onehot, -onehot
         self.bins = torch.as_tensor(
-            bins.reshape(n * 2 * dim * dim, n * 8), dtype=dtype, device=device
-        )  # (n·2D², n·8)
+            bins.reshape(n, 2 * dim * dim, 8), dtype=dtype, device=device
+        )  # (n, 2D², 8)
         # (L, n, D²) into the flattened (n, L, 4) complex entries (no gradients)
         base = (np.arange(n)[None, :, None] * n_layers + np.arange(n_layers)[:, None, None]) * 4
         self.base_gather = _interleaved(base + entry[None], device)
@@ -206,27 +206,27 @@ def _layers(c: FastConsts, weights: Tensor) -> Tensor:
     entries = rot.index_select(-1, c.base_gather).view(*weights.shape[:-3], c.n_layers, c.n, -1, 2)
     x = torch.view_as_complex(entries).prod(-2)  # (*P, L, D²)
     if c.const is not None:
-        x = x * c.const[:, 0]
+        x = x * c.const
     return x.unflatten(-1, (c.dim, c.dim))
 
 
 def _layer_parts(c: FastConsts, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """X_l (*P, L, D, D); LOO_w = const·Π_{i≠w} R_i[entry_i] (*P, L, n, D²) (the first n rows of
-    the returned (*P, L, n+1, D²)); the rotations and their π-shifted variants, (*P, n, L, ·) real:
+    """X_l (*P, L, D, D); LOO_w = const·Π_{i≠w} R_i[entry_i] (*P, n, L, D²) (the first n rows of
+    the returned (*P, n+1, L, D²)); the rotations and their π-shifted variants, (*P, n, L, ·) real:
     entries 8·(1+j) .. 8·(2+j) are R_w^{(j)} = 2·∂R_w/∂θ_j, (re, im) interleaved."""
     p, n, n_layers = weights.shape[:-3], c.n, c.n_layers
     arg = torch.matmul(weights, c.freq_all).add_(c.offsets_all).cos_()
     rot = arg @ c.coef_all  # (*P, n, L, (1+k)·8 + 2)
     gathered = rot.flatten(-3).index_select(-1, c.loo_gather)
-    prods = torch.view_as_complex(gathered.view(*p, n_layers, n + 1, n, -1, 2)).prod(-2)
+    prods = torch.view_as_complex(gathered.view(*p, n + 1, n_layers, n, -1, 2)).prod(-2)
     if c.const is not None:
-        prods *= c.const  # (*P, L, n+1, D²)
-    return prods[..., n, :].unflatten(-1, (c.dim, c.dim)), prods, rot
+        prods *= c.const  # (*P, n+1, L, D²)
+    return prods[..., n, :, :].unflatten(-1, (c.dim, c.dim)), prods, rot
 
 
 def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """W = X_0⋯X_{L-1} (*P, D, D); with ``keep`` also the prefixes Pre_l = X_0⋯X_{l-1} and the
-    suffixes Suf_l = X_{l+1}⋯X_{L-1}, l < L, stacked (*P, L, D, D)."""
+    """W = X_0⋯X_{L-1} (*P, D, D); with ``keep`` also the transposed prefixes Pre_lᵀ,
+    Pre_l = X_0⋯X_{l-1}, and suffixes Suf_lᵀ, Suf_l = X_{l+1}⋯X_{L-1}, l < L, stacked (*P, L, D, D)."""
     layers = x.unbind(-3)
     pre = [layers[0]]
     for layer in layers[1:]:
@@ -237,7 +237,8 @@ def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor | None,
     suf = [eye]
     for layer in reversed(layers[1:]):
         suf.insert(0, layer if len(suf) == 1 else layer @ suf[0])
-    return pre[-1], torch.stack([eye, *pre[:-1]], dim=-3), torch.stack(suf, dim=-3)
+    pres_t = torch.stack([eye, *(m.mT for m in pre[:-1])], dim=-3)
+    return pre[-1], pres_t, torch.stack([*(m.mT for m in suf[:-1]), eye], dim=-3)
 
 
 def _readout(c: FastConsts, w_total: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -258,11 +259,11 @@ class _FastExpval(torch.autograd.Function):
             x, prods, rot = _layer_parts(c, weights)
         else:
             x = _layers(c, weights)
-        w_total, pres, sufs = _chain(c, x, keep=need_w)
+        w_total, pres_t, sufs_t = _chain(c, x, keep=need_w)
         out, amps, wr = _readout(c, w_total, r)
         ctx.c = c
         if need_w:
-            ctx.save_for_backward(weights, r, amps, wr, pres, sufs, prods, rot)
+            ctx.save_for_backward(weights, r, amps, wr, pres_t, sufs_t, prods, rot)
         else:
             ctx.save_for_backward(weights, r, amps, wr)
         return out
@@ -279,7 +280,7 @@ class _FastExpval(torch.autograd.Function):
             grad_r = (2.0 * (g_amps @ wr.mT)).sum_to_size(r.shape)
         if not ctx.needs_input_grad[0]:
             return None, grad_r, None
-        pres, sufs, prods, rot = rest
+        pres_t, sufs_t, prods, rot = rest
         g_conj = amps * (grad @ c.readout2_conj_t)  # (*O, 2D): conj of the amplitudes' gradient
         r2 = r.unsqueeze(-2) if r.ndim == 1 else r
         g2 = g_conj.unsqueeze(-2) if g_conj.ndim == 1 else g_conj
@@ -288,14 +289,13 @@ class _FastExpval(torch.autograd.Function):
             g_w = g_w.sum_to_size(wr.shape)
         g_c = torch.view_as_complex(g_w.view(*g_w.shape[:-1], -1, 2))  # (*P, D', D)
         n, n_layers, dim, p = c.n, c.n_layers, c.dim, g_c.shape[:-2]
-        rows = pres[..., :: c.stride, :] if c.stride > 1 else pres  # (*P, L, D', D)
-        left = (rows.mT.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
-        h_t = left @ sufs.mT  # (*P, L, D, D): (Suf_l·G^H·Pre_l)ᵀ, in X_l's layout
-        weighted = h_t.view(*p, n_layers, 1, -1) * prods[..., :n, :]  # (*P, L, n, D²)
-        flat = torch.view_as_real(weighted).view(*p, n_layers, -1)  # (*P, L, n·2D²)
-        bins = (flat @ c.bins).view(*p, n_layers, n, 1, 8)  # (re, -im) of Σ_{e: entry_w(e) = a}
+        rows = pres_t[..., :: c.stride] if c.stride > 1 else pres_t  # (*P, L, D, D') = Pre_lᵀ rows
+        left = (rows.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
+        h_t = left @ sufs_t  # (*P, L, D, D): (Suf_l·G^H·Pre_l)ᵀ, in X_l's layout
+        weighted = h_t.view(*p, 1, n_layers, -1) * prods[..., :n, :, :]  # (*P, n, L, D²)
+        bins = torch.view_as_real(weighted).view(*p, n, n_layers, -1) @ c.bins  # (*P, n, L, 8)
         shifted = rot[..., 8 : 8 * (1 + c.k)].unflatten(-1, (c.k, 8))  # (*P, n, L, k, 8)
-        dw = (shifted * bins.transpose(-4, -3)).sum(-1)  # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
+        dw = (shifted @ bins.unsqueeze(-1))[..., 0]  # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
         if dw.shape != weights.shape:
             dw = dw.sum_to_size(weights.shape)
         return dw, grad_r, None
