@@ -259,7 +259,12 @@ class _FastExpval(torch.autograd.Function):
             x, prods, rot = _layer_parts(c, weights)
         else:
             x = _layers(c, weights)
-        w_total, pres_t, sufs_t = _chain(c, x, keep=need_w)
+        # two layers, all rows encoded (the paper circuit): Pre = (I, X_0), Suf = (X_1, I) are
+        # used directly in the backward instead of being stacked
+        two = c.n_layers == 2 and c.stride == 1
+        w_total, pres_t, sufs_t = _chain(c, x, keep=need_w and not two)
+        if two:
+            pres_t = sufs_t = x
         out, amps, wr = _readout(c, w_total, r)
         ctx.c = c
         if need_w:
@@ -289,9 +294,14 @@ class _FastExpval(torch.autograd.Function):
             g_w = g_w.sum_to_size(wr.shape)
         g_c = torch.view_as_complex(g_w.view(*g_w.shape[:-1], -1, 2))  # (*P, D', D)
         n, n_layers, dim, p = c.n, c.n_layers, c.dim, g_c.shape[:-2]
-        rows = pres_t[..., :: c.stride] if c.stride > 1 else pres_t  # (*P, L, D, D') = Pre_lᵀ rows
-        left = (rows.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
-        h_t = left @ sufs_t  # (*P, L, D, D): (Suf_l·G^H·Pre_l)ᵀ, in X_l's layout
+        if n_layers == 2 and c.stride == 1:
+            x_0, x_1 = pres_t.unbind(-3)  # X_0, X_1
+            h_t = torch.stack([g_c @ x_1.mT, x_0.mT @ g_c], dim=-3)
+        else:
+            rows = pres_t[..., :: c.stride] if c.stride > 1 else pres_t  # (*P, L, D, D')
+            left = (rows.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
+            h_t = left @ sufs_t  # (*P, L, D, D)
+        # h_t[l] = (Suf_l·G^H·Pre_l)ᵀ = Pre_lᵀ·conj(G)·Suf_lᵀ, in X_l's layout
         weighted = h_t.view(*p, 1, n_layers, -1) * prods[..., :n, :, :]  # (*P, n, L, D²)
         bins = torch.view_as_real(weighted).view(*p, n, n_layers, -1) @ c.bins  # (*P, n, L, 8)
         shifted = rot[..., 8 : 8 * (1 + c.k)].unflatten(-1, (c.k, 8))  # (*P, n, L, k, 8)
