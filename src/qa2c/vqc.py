@@ -133,6 +133,7 @@ class VQC(nn.Module):
             if input_scaling
             else None
         )  # (n_enc, n_inputs)
+        self._weights_shape = (n_qubits, n_layers, self.spec.n_rot)
         self._calls = [0]  # a plain list: nn.Module.__setattr__ is slow on the hot path
         self.validate = True
         # the closed-form fast path (qa2c.sim.fast) applies to the whole circuit
@@ -284,16 +285,13 @@ class VQC(nn.Module):
         spec = self.spec
         if not isinstance(weights, Tensor):
             raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
-        if weights.ndim < 3 or tuple(weights.shape[-3:]) != (
-            spec.n_qubits,
-            spec.n_layers,
-            spec.n_rot,
-        ):
+        if weights.shape[-3:] != self._weights_shape or weights.ndim < 3:
             raise ValueError(
                 f"weights must have shape (..., {spec.n_qubits}, {spec.n_layers}, {spec.n_rot}) "
                 f"(n_qubits, n_layers, len(rotations)), got {tuple(weights.shape)}"
             )
-        if not weights.is_floating_point() or weights.dtype not in (torch.float32, torch.float64):
+        dtype = weights.dtype
+        if dtype is not torch.float32 and dtype is not torch.float64:
             raise ValueError(f"weights must be float32 or float64, got {weights.dtype}")
         if not isinstance(x, Tensor):
             x = torch.as_tensor(x)
@@ -306,8 +304,8 @@ class VQC(nn.Module):
                 f"stacked weights {tuple(weights.shape)} need x with shape (*P, B, n_inputs) of at least "
                 f"{weights.ndim - 1} dims, got x {tuple(x.shape)}"
             )
-        if x.dtype != weights.dtype or x.device != weights.device:
-            x = x.to(device=weights.device, dtype=weights.dtype)
+        if x.dtype is not dtype or x.device != weights.device:
+            x = x.to(device=weights.device, dtype=dtype)
         return x
 
     def _prepare(

@@ -224,15 +224,16 @@ def _layer_parts(c: FastConsts, weights: Tensor) -> tuple[Tensor, Tensor, Tensor
     return prods[..., n, :, :].unflatten(-1, (c.dim, c.dim)), prods, rot
 
 
-def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """W = X_0⋯X_{L-1} (*P, D, D); with ``keep`` also the transposed prefixes Pre_lᵀ,
-    Pre_l = X_0⋯X_{l-1}, and suffixes Suf_lᵀ, Suf_l = X_{l+1}⋯X_{L-1}, l < L, stacked (*P, L, D, D)."""
+def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """W = X_0⋯X_{L-1} (*P, D, D); with ``keep`` the transposed prefixes Pre_lᵀ,
+    Pre_l = X_0⋯X_{l-1}, and suffixes Suf_lᵀ, Suf_l = X_{l+1}⋯X_{L-1}, l < L, stacked (*P, L, D, D),
+    else X_0 and X_{L-1}."""
     layers = x.unbind(-3)
     pre = [layers[0]]
     for layer in layers[1:]:
         pre.append(pre[-1] @ layer)
     if not keep:
-        return pre[-1], None, None
+        return pre[-1], layers[0], layers[-1]
     eye = c.eye.expand_as(pre[0])
     suf = [eye]
     for layer in reversed(layers[1:]):
@@ -262,9 +263,8 @@ class _FastExpval(torch.autograd.Function):
         # two layers, all rows encoded (the paper circuit): Pre = (I, X_0), Suf = (X_1, I) are
         # used directly in the backward instead of being stacked
         two = c.n_layers == 2 and c.stride == 1
+        # with two: pres_t, sufs_t are X_0, X_1
         w_total, pres_t, sufs_t = _chain(c, x, keep=need_w and not two)
-        if two:
-            pres_t = sufs_t = x
         out, amps, wr = _readout(c, w_total, r)
         ctx.c = c
         if need_w:
@@ -295,7 +295,7 @@ class _FastExpval(torch.autograd.Function):
         g_c = torch.view_as_complex(g_w.view(*g_w.shape[:-1], -1, 2))  # (*P, D', D)
         n, n_layers, dim, p = c.n, c.n_layers, c.dim, g_c.shape[:-2]
         if n_layers == 2 and c.stride == 1:
-            x_0, x_1 = pres_t.unbind(-3)  # X_0, X_1
+            x_0, x_1 = pres_t, sufs_t
             h_t = torch.stack([g_c @ x_1.mT, x_0.mT @ g_c], dim=-3)
         else:
             rows = pres_t[..., :: c.stride] if c.stride > 1 else pres_t  # (*P, L, D, D')
