@@ -238,8 +238,8 @@ def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor
     suf = [eye]
     for layer in reversed(layers[1:]):
         suf.insert(0, layer if len(suf) == 1 else layer @ suf[0])
-    pres_t = torch.stack([eye, *(m.mT for m in pre[:-1])], dim=-3)
-    return pre[-1], pres_t, torch.stack([*(m.mT for m in suf[:-1]), eye], dim=-3)
+    pres = torch.stack([eye, *pre[:-1]], dim=-3)
+    return pre[-1], pres.mT, torch.stack([*suf[:-1], eye], dim=-3).mT
 
 
 def _readout(c: FastConsts, w_total: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
