@@ -386,8 +386,9 @@ class A2C:
         steps = {s["vec_steps"] for s in states}
         if len(steps) != 1:
             raise ValueError(f"states: members are at different steps {sorted(steps)}")
+        defaults = asdict(A2CConfig())  # fields added after a checkpoint was written: defaults
         for i, s in enumerate(states):
-            if s["seed"] != self.seeds[i] or s["config"] != asdict(self.config):
+            if s["seed"] != self.seeds[i] or {**defaults, **s["config"]} != asdict(self.config):
                 raise ValueError(
                     f"states[{i}]: checkpoint of seed {s['seed']} / config "
                     f"{s['config']} does not match seed {self.seeds[i]} / {asdict(self.config)}"

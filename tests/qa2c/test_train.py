@@ -150,3 +150,16 @@ def test_bad_input() -> None:
         list(train_population([agent, build_agent("A2C5")], [0, 1], 10))
     with pytest.raises(ValueError, match="distinct"):
         list(train_population([agent, agent], [0, 0], 10))
+
+
+def test_resume_from_checkpoint_without_newer_config_fields(tmp_path: Path) -> None:
+    """A checkpoint written before a config field existed resumes if the field has its default."""
+    ckpt = tmp_path / "checkpoint.pt"
+    agent = build_agent("A2C", seed=1, dtype=F64)
+    for _ in train(agent, 200, seed=1, checkpoint_path=ckpt):
+        pass
+    state = load_checkpoint(ckpt)
+    del state["config"]["lr_anneal_steps"]
+    torch.save(state, ckpt)
+    resumed = [_strip(r) for r in train(agent, 400, seed=1, checkpoint_path=ckpt)]
+    assert resumed == [r for r in _rows("A2C", 1, 400) if r["step"] > state["vec_steps"]]

@@ -209,7 +209,7 @@ def curve_stats(
 # trainable scalar output scale each (counted): 2 x (48 + 16) + 2 = 130 parameters (16 of the
 # 96 rotation angles are dead: the last rotations that commute with the measurement).
 # Algorithm: 16 environments per agent, 16-step rollouts, GAE(0.95), per-agent advantage
-# normalisation, Adam lr 0.01 annealed linearly to 0 over 150k steps, per-agent gradient clipping
+# normalisation, Adam lr 0.01 annealed linearly to 0 over 200k steps, per-agent gradient clipping
 # 0.5, no γ^t factor on the actor loss. The output scales start where the readouts can express a
 # near-deterministic policy (β = 4: p(a) up to sigmoid(8)) and CartPole's values (±100).
 _IMPROVED_ALGO = dict(
@@ -222,8 +222,8 @@ _IMPROVED_ALGO = dict(
     discount_actor=False,
     normalize_advantage=True,
     max_grad_norm=0.5,
-    lr_anneal_steps=150_000,
-    total_steps=150_000,
+    lr_anneal_steps=200_000,
+    total_steps=200_000,
 )
 _IMPROVED_Q2Q = dict(
     n_layers=4,
