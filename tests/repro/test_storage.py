@@ -114,3 +114,14 @@ def test_run_dir_and_state(tmp_path: Path) -> None:
     atomic_write_json(d / "summary.json", {"status": "failed"})
     assert run_state(d).status == "failed"
     assert sorted(os.listdir(d)) == ["config.json", "summary.json"]
+
+
+def test_atomic_write_gives_a_normal_file_mode(tmp_path: Path) -> None:
+    import stat
+
+    target = tmp_path / "report.md"
+    storage.atomic_write_text(target, "hello\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    assert target.read_text() == "hello\n"
