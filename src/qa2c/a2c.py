@@ -145,6 +145,11 @@ class A2C:
         self.adam_m = [torch.zeros_like(p) for p in self._plist]  # first moments (A, ...)
         self.adam_v = [torch.zeros_like(p) for p in self._plist]  # second moments (A, ...)
         self.adam_step = 0  # shared by all agents: they update in lockstep
+        self._step_t = torch.zeros((), dtype=torch.float32)  # adam_step as the fused kernel's input
+        groups: dict[float, list[int]] = {}
+        for j, lr in enumerate(self._lrs):
+            groups.setdefault(lr, []).append(j)
+        self._lr_groups = list(groups.items())
         self.envs = EnvPool(env_id, self.seeds, config.n_envs, ref.n_obs, ref.n_actions)
         self.rngs = [np.random.default_rng([1, s]) for s in self.seeds]  # action sampling
         self.obs = self.envs.reset()  # (A, E, n_obs)
@@ -272,20 +277,36 @@ class A2C:
             adv = torch.stack(advs[::-1], 1)
         returns = adv + v_s.detach()  # critic targets (A, T, E)
 
-        logp_all = torch.log_softmax(logits, -1)  # (A, T, E, n_act)
-        logp = logp_all.gather(-1, torch.from_numpy(actions).unsqueeze(-1)).squeeze(-1)
-        w = adv
-        if cfg.normalize_advantage:  # per agent, over its own rollout
-            w = (adv - adv.mean((1, 2), keepdim=True)) / (adv.std((1, 2), keepdim=True) + 1e-8)
-        if cfg.discount_actor:
-            w = w * disc  # I = γ^t
-        actor_loss = -(w * logp).mean((1, 2))  # (A,)
-        if cfg.ent_coef:
-            entropy = -(logp_all.exp() * logp_all).sum(-1).mean((1, 2))  # (A,)
-            actor_loss = actor_loss - cfg.ent_coef * entropy
-        critic_loss = (returns - v_s).pow(2).mean((1, 2))  # (A,)  == δ² for n_steps = 1
-
-        (actor_loss.sum() + critic_loss.sum()).backward()  # sum: per-agent gradients unchanged
+        # The losses' gradients w.r.t. the logits and V(s) in closed form, then one backward pass
+        # through the two heads: the same gradients as autograd through the loss expressions,
+        # without their graph. N = T·E samples per agent.
+        with torch.no_grad():
+            lg = logits.detach()
+            logp_all = torch.log_softmax(lg, -1)  # (A, T, E, n_act)
+            probs = logp_all.exp()
+            act = torch.from_numpy(actions).unsqueeze(-1)  # (A, T, E, 1)
+            logp = logp_all.gather(-1, act).squeeze(-1)  # (A, T, E)
+            w = adv
+            if cfg.normalize_advantage:  # per agent, over its own rollout
+                w = (adv - adv.mean((1, 2), keepdim=True)) / (adv.std((1, 2), keepdim=True) + 1e-8)
+            if cfg.discount_actor:
+                w = w * disc  # I = γ^t
+            inv_n = 1.0 / (t * e)
+            actor_loss = -(w * logp).mean((1, 2))  # (A,)
+            # ∂(-w·log π(a))/∂logits = -w·(onehot(a) - π)
+            g_logits = probs * w.unsqueeze(-1)
+            g_logits.scatter_add_(-1, act, -w.unsqueeze(-1))
+            if cfg.ent_coef:
+                ent = -(probs * logp_all).sum(-1)  # (A, T, E)
+                actor_loss = actor_loss - cfg.ent_coef * ent.mean((1, 2))
+                # ∂(-c·H)/∂logits = c·π·(log π + H)
+                g_logits += cfg.ent_coef * probs * (logp_all + ent.unsqueeze(-1))
+            g_logits *= inv_n
+            err = returns - v_s.detach()  # (A, T, E)
+            critic_loss = err.square().mean((1, 2))  # (A,)  == δ² for n_steps = 1
+            g_v = err * (-2.0 * inv_n)
+        # the sum over agents: each agent's slice of the gradient is its own
+        torch.autograd.backward((logits, v_s), (g_logits, g_v))
         if cfg.max_grad_norm:
             self._clip(self.actor_params)
             self._clip(self.critic_params)
@@ -298,29 +319,37 @@ class A2C:
     def _adam_step(self) -> None:
         """Adam (Kingma & Ba) on all stacked parameters at once; elementwise, so per agent.
 
-        Same arithmetic as ``torch.optim.Adam(foreach=True)`` with the paper's two optimisers as
-        two learning rates; one set of foreach kernels for actor and critic together.
+        ``torch.optim.Adam``'s fused kernel (the paper's two optimisers are two learning rates;
+        one call per distinct rate), with the step count shared by all agents.
         """
-        b1, b2 = 0.9, 0.999
-        params = self._plist
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         self.adam_step += 1
-        bc1, bc2 = 1 - b1**self.adam_step, 1 - b2**self.adam_step
         frac = 1.0
         if self.config.lr_anneal_steps:  # linear decay, a function of the step count only
             done = self.steps - self.n_envs * self.config.n_steps  # steps before this rollout
             frac = max(0.0, 1.0 - done / self.config.lr_anneal_steps)
-        with torch.no_grad():
-            torch._foreach_lerp_(self.adam_m, grads, 1 - b1)
-            torch._foreach_mul_(self.adam_v, b2)
-            torch._foreach_addcmul_(self.adam_v, grads, grads, 1 - b2)
-            denom = torch._foreach_sqrt(self.adam_v)
-            torch._foreach_div_(denom, bc2**0.5)
-            torch._foreach_add_(denom, self.config.adam_eps)
-            torch._foreach_addcdiv_(
-                params, self.adam_m, denom, [-lr * frac / bc1 for lr in self._lrs]
+        self._step_t.fill_(self.adam_step)
+        for lr, idx in self._lr_groups:
+            params = [self._plist[j] for j in idx]
+            grads = []
+            for p in params:
+                g = p.grad
+                grads.append(torch.zeros_like(p) if g is None else g.contiguous())
+            torch._fused_adam_(
+                params,
+                grads,
+                [self.adam_m[j] for j in idx],
+                [self.adam_v[j] for j in idx],
+                [],
+                [self._step_t] * len(idx),
+                lr=lr * frac,
+                beta1=0.9,
+                beta2=0.999,
+                weight_decay=0.0,
+                eps=self.config.adam_eps,
+                amsgrad=False,
+                maximize=False,
             )
-        for p in params:
+        for p in self._plist:
             p.grad = None
 
     def _clip(self, params: dict[str, Tensor]) -> None:

@@ -196,7 +196,7 @@ def product_state(c: FastConsts, x: Tensor) -> Tensor:
         half = torch.addcmul(half, xe.atan(), c.enc_atan2)
     pairs = half.cos_().flatten(-2)  # (*X, n_in·2): cos h, sin h per input
     gathered = pairs.index_select(-1, c.enc_gather)  # (*X, n_in·2^n_in)
-    return gathered.unflatten(-1, (c.n_inputs, -1)).prod(-2)
+    return gathered.view(*gathered.shape[:-1], c.n_inputs, -1).prod(-2)
 
 
 def _layers(c: FastConsts, weights: Tensor) -> Tensor:
@@ -207,7 +207,7 @@ def _layers(c: FastConsts, weights: Tensor) -> Tensor:
     x = torch.view_as_complex(entries).prod(-2)  # (*P, L, D²)
     if c.const is not None:
         x = x * c.const
-    return x.unflatten(-1, (c.dim, c.dim))
+    return x.view(*x.shape[:-1], c.dim, c.dim)
 
 
 def _layer_parts(c: FastConsts, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -221,7 +221,7 @@ def _layer_parts(c: FastConsts, weights: Tensor) -> tuple[Tensor, Tensor, Tensor
     prods = torch.view_as_complex(gathered.view(*p, n + 1, n_layers, n, -1, 2)).prod(-2)
     if c.const is not None:
         prods *= c.const  # (*P, n+1, L, D²)
-    return prods[..., n, :, :].unflatten(-1, (c.dim, c.dim)), prods, rot
+    return prods[..., n, :, :].view(*p, n_layers, c.dim, c.dim), prods, rot
 
 
 def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -304,7 +304,7 @@ class _FastExpval(torch.autograd.Function):
         # h_t[l] = (Suf_l·G^H·Pre_l)ᵀ = Pre_lᵀ·conj(G)·Suf_lᵀ, in X_l's layout
         weighted = h_t.view(*p, 1, n_layers, -1) * prods[..., :n, :, :]  # (*P, n, L, D²)
         bins = torch.view_as_real(weighted).view(*p, n, n_layers, -1) @ c.bins  # (*P, n, L, 8)
-        shifted = rot[..., 8 : 8 * (1 + c.k)].unflatten(-1, (c.k, 8))  # (*P, n, L, k, 8)
+        shifted = rot[..., 8 : 8 * (1 + c.k)].view(*rot.shape[:-1], c.k, 8)  # (*P, n, L, k, 8)
         dw = (shifted @ bins.unsqueeze(-1))[..., 0]  # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
         if dw.shape != weights.shape:
             dw = dw.sum_to_size(weights.shape)
