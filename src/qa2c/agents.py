@@ -136,6 +136,9 @@ class QuantumHead(Head):
         self.role, self.mode, self.readout = role, mode, readout
         self.n_obs, self.n_out = n_obs, n_out
         self.circuits_per_input = 1
+        # the paper's p_i straight from the simulator (output="prob0"): no (z + 1)/2 kernels
+        if mode == "hybrid" or readout == "paper":
+            vqc_kwargs = {**vqc_kwargs, "output": "prob0"}
         self.vqc = VQC(n_qubits=n_obs, measure=measure, dtype=dtype, **vqc_kwargs)
         self.scale = float(scale)
         self.output_scale: nn.Parameter | None = None
@@ -148,14 +151,16 @@ class QuantumHead(Head):
         iw = params.get("vqc.input_weights")
         w = params["vqc.weights"]  # (A, n_qubits, n_layers, k)
         if w.shape[0] == 1:  # one agent: the simulator's unstacked path (fewer, cheaper kernels)
-            z = self.vqc.functional(w[0], x[0], None if iw is None else iw[0]).unsqueeze(0)
+            # squeeze, not w[0]: its backward is a view, not a zero-filled scatter
+            r = self.vqc.functional(
+                w.squeeze(0), x.squeeze(0), None if iw is None else iw.squeeze(0)
+            ).unsqueeze(0)
         else:
-            z = self.vqc.functional(w, x, iw)  # (A, B, n_measure)
+            r = self.vqc.functional(w, x, iw)  # (A, B, n_measure): p_i, or <Z_i> (readout "z")
         if self.mode == "hybrid":
-            h = ((z + 1) / 2).relu()  # the paper's ReLU on p_i (a no-op on [0, 1], kept faithfully)
+            h = r.relu()  # the paper's ReLU on p_i (a no-op on [0, 1], kept faithfully)
             w, b = params["post.weight"], params["post.bias"]  # (A, n_out, m), (A, n_out)
             return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (A, B, n_out)
-        r = (z + 1) / 2 if self.readout == "paper" else z
         if self.role == "critic":
             r = r.sum(-1, keepdim=True)  # (A, B, 1)
         if self.output_scale is not None:

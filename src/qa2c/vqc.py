@@ -17,6 +17,7 @@ from qa2c.sim.spec import CircuitSpec, build_tables
 
 BACKENDS = ("torch", "pennylane")
 GRADIENTS = ("backprop", "parameter_shift")
+OUTPUTS = ("expval", "prob0")
 
 
 class VQC(nn.Module):
@@ -24,7 +25,9 @@ class VQC(nn.Module):
 
     Circuit: encoding RX gates (``encoding``; before every layer if ``reupload``), then ``n_layers``
     layers of [entangler → per-wire rotations ``rotations``] (``layer_order="entangler_first"``, the
-    QA2C paper) or [rotations → entangler]. Readout ⟨Z_i⟩ for i in ``measure``, each in [-1, 1].
+    QA2C paper) or [rotations → entangler]. Readout ⟨Z_i⟩ for i in ``measure``, each in [-1, 1]
+    (``output="expval"``), or the probability that wire i reads 0, (1 + ⟨Z_i⟩)/2 in [0, 1]
+    (``output="prob0"``: the QA2C paper's p_i, read from the state without extra kernels).
 
     Args:
         n_qubits: number of wires.
@@ -53,6 +56,8 @@ class VQC(nn.Module):
         readout_error: probability q that a measured bit is flipped (symmetric).
         gradient: ``"backprop"`` (autograd through the simulator) or ``"parameter_shift"``.
         seed: seed of the shot-sampling generator.
+        output: ``"expval"`` (⟨Z_i⟩) or ``"prob0"`` ((1 + ⟨Z_i⟩)/2). ``output_range`` and the
+            diagnostics always describe ⟨Z_i⟩.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class VQC(nn.Module):
         readout_error: float = 0.0,
         gradient: str = "backprop",
         seed: int = 0,
+        output: str = "expval",
     ) -> None:
         super().__init__()
         if n_inputs is None:
@@ -91,6 +97,8 @@ class VQC(nn.Module):
                 f"device={device!r} names a PennyLane device and needs backend='pennylane'; "
                 "move a torch-backend VQC with .to(torch_device)"
             )
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         if dtype not in (torch.float32, torch.float64):
@@ -113,7 +121,7 @@ class VQC(nn.Module):
         self.noise = NoiseModel(
             shots=shots, depolarizing=depolarizing, readout_error=readout_error, seed=seed
         )
-        self.backend, self.gradient = backend, gradient
+        self.backend, self.gradient, self.output = backend, gradient, output
         self.input_scaling = input_scaling
         self._tables = build_tables(self.spec)
         self._consts: dict[tuple[torch.device, torch.dtype], fused.Consts] = {}
@@ -163,7 +171,8 @@ class VQC(nn.Module):
         return (
             f"n_qubits={s.n_qubits}, n_layers={s.n_layers}, encoding={s.encoding!r}, "
             f"rotations={s.rotations!r}, entangler={s.entangler!r}, measure={s.measure}, "
-            f"reupload={s.reupload}, input_scaling={self.input_scaling}, backend={self.backend!r}"
+            f"reupload={s.reupload}, input_scaling={self.input_scaling}, backend={self.backend!r}, "
+            f"output={self.output!r}"
         )
 
     @property
@@ -200,12 +209,12 @@ class VQC(nn.Module):
         if self._pennylane is not None:
             out: Tensor = self._pennylane(weights, half)
             self._calls[0] += out.numel() // len(self.spec.measure)
-            return out
-        if self.gradient == "parameter_shift" and torch.is_grad_enabled():
-            return parameter_shift(self._evaluate, weights, half, self._add_calls)
-        out = self._evaluate(weights, half)
-        self._calls[0] += out.numel() // len(self.spec.measure)
-        return out
+        elif self.gradient == "parameter_shift" and torch.is_grad_enabled():
+            out = parameter_shift(self._evaluate, weights, half, self._add_calls)
+        else:
+            out = self._evaluate(weights, half)
+            self._calls[0] += out.numel() // len(self.spec.measure)
+        return (out + 1) / 2 if self.output == "prob0" else out
 
     def state(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
         """The normalised noiseless final statevector (..., 2**n_qubits), complex (torch simulator)."""
@@ -276,7 +285,7 @@ class VQC(nn.Module):
         r = fast.product_state(consts.fast, x)  # (..., 2^n_in), non-finite iff x is
         if self.validate and not math.isfinite(r.sum().item()):
             raise ValueError("x contains non-finite values (nan or inf)")
-        out = fused.expval_z_real(self.spec, consts, weights, r)
+        out = fused.expval_z_real(self.spec, consts, weights, r, self.output)
         self._calls[0] += out.numel() // len(self.spec.measure)
         return out
 

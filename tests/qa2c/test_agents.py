@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 
@@ -42,7 +43,12 @@ def test_names_are_the_papers() -> None:
 
 
 def _p(head: QuantumHead, x: torch.Tensor) -> torch.Tensor:
-    return (head.vqc(x) + 1) / 2  # p_i of the measured wires
+    """p_i = (1 + <Z_i>)/2 of the measured wires, from a copy of the head's circuit that returns
+    <Z_i> (the head reads p_i from the simulator's 0/1 table: output="prob0")."""
+    assert head.vqc.output == "prob0"
+    ref = copy.deepcopy(head.vqc)
+    ref.output = "expval"
+    return (ref(x) + 1) / 2
 
 
 def test_heads_are_the_papers() -> None:

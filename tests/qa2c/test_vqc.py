@@ -294,3 +294,59 @@ def test_any_pennylane_device_name() -> None:
     torch.testing.assert_close(a(x), b(x), atol=1e-10, rtol=0)
     with pytest.raises(ValueError, match=r"no\.such\.device"):
         VQC(3, 2, encoding="angle", backend="pennylane", device="no.such.device")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # the closed-form fast path
+        {"reupload": True, "input_scaling": True},  # the general fused path
+        {"gradient": "parameter_shift"},
+        {"depolarizing": 0.05, "readout_error": 0.1},
+        {"backend": "pennylane"},
+    ],
+)
+def test_prob0_output_is_the_probability_of_reading_zero(kwargs: dict) -> None:  # type: ignore[type-arg]
+    """output="prob0" gives P(wire i reads 0) = (1 + <Z_i>)/2 on every path, with its gradient;
+    on the paper circuit it equals PennyLane's marginal probability of 0 (qml.probs)."""
+    torch.manual_seed(3)
+    z_vqc = VQC(4, 2, measure=(0, 2, 3), dtype=F64, **kwargs)
+    p_vqc = VQC(4, 2, measure=(0, 2, 3), dtype=F64, output="prob0", **kwargs)
+    p_vqc.load_state_dict(z_vqc.state_dict())
+    x = torch.randn(5, 4, dtype=F64) * 0.5
+    p, z = p_vqc(x), z_vqc(x)
+    torch.testing.assert_close(p, (1 + z) / 2, atol=1e-12, rtol=0)
+    assert bool((p >= -1e-12).all() and (p <= 1 + 1e-12).all())
+    probe = torch.randn_like(p)
+    (g_p,) = torch.autograd.grad((p * probe).sum(), p_vqc.weights)
+    (g_z,) = torch.autograd.grad((z * probe / 2).sum(), z_vqc.weights)
+    torch.testing.assert_close(g_p, g_z, atol=1e-10, rtol=0)
+    if not kwargs:
+        w = p_vqc.weights.detach()
+        dev = qml.device("default.qubit", wires=4)
+
+        @qml.qnode(dev, interface="torch")
+        def marginals(xi: torch.Tensor) -> list[object]:
+            for i, angle in enumerate(
+                [
+                    math.pi * xi[0] / 4.8,
+                    2 * torch.atan(xi[1]),
+                    math.pi * xi[2] / 0.418,
+                    2 * torch.atan(xi[3]),
+                ]
+            ):
+                qml.RX(angle, wires=i)
+            for j in range(2):
+                for i in range(4):
+                    qml.CNOT(wires=[i, (i + 1) % 4])
+                for i in range(4):
+                    qml.Rot(w[i, j, 0], w[i, j, 1], w[i, j, 2], wires=i)
+            return [qml.probs(wires=i) for i in (0, 2, 3)]
+
+        ref = torch.stack([torch.stack([q[0] for q in marginals(xi)]) for xi in x])
+        torch.testing.assert_close(p.detach(), ref, atol=1e-10, rtol=0)
+
+
+def test_unknown_output_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"output must be one of .*'probs'"):
+        VQC(4, 2, output="probs")

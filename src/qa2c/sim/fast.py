@@ -34,6 +34,9 @@ from torch.autograd.function import once_differentiable
 
 from qa2c.sim.spec import CircuitSpec, Tables, bit_table, signed_permutation
 
+#: encodings of at most this many inputs use the trigonometric-polynomial product state
+ENC_POLY_MAX_INPUTS = 6
+
 
 def _monomial(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A matrix with one nonzero per row: (column of each row's nonzero, its value)."""
@@ -42,6 +45,17 @@ def _monomial(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not np.allclose(np.abs(m).sum(-1), np.abs(val)):
         raise AssertionError("not a monomial matrix")
     return col, val
+
+
+class Readout:
+    """A readout table (2D, m) over the (re, im) interleaved squared amplitudes, with the two
+    transposes the backward needs."""
+
+    def __init__(self, table: Tensor, dim: int) -> None:
+        self.table = table  # (2D, m)
+        self.table_t = table.T.contiguous()  # (m, 2D)
+        sign = torch.as_tensor([1.0, -1.0], dtype=table.dtype, device=table.device).repeat(dim)
+        self.conj_t = self.table_t * sign  # (m, 2D): the imaginary columns negated
 
 
 class FastConsts:
@@ -133,12 +147,30 @@ class FastConsts:
             spec.n_inputs, 2
         )  # cos(h - π/2) = sin h
         self.enc_gather = torch.as_tensor(tables.enc_gather.reshape(-1), device=device)
+        # small encodings: r = cos(h @ freq + offset) @ coef, a trigonometric polynomial of the half
+        # angles h (h = scale·x or atan x, folded into the two input matrices): three or five
+        # vectorised kernels instead of a gather and a strided product
+        self.enc_poly: tuple[Tensor, Tensor | None, Tensor, Tensor] | None = None
+        if spec.n_inputs <= ENC_POLY_MAX_INPUTS:
+            freq_e, off_e, coef_e = _product_fourier(tables.enc_gather)
+            lin = np.array([sc / 2 if kind == "linear" else 0.0 for kind, sc in table])
+            atan = np.array([kind == "atan" for kind, _ in table], dtype=float)
+            self.enc_poly = (
+                torch.as_tensor(lin[:, None] * freq_e, dtype=dtype, device=device),
+                torch.as_tensor(atan[:, None] * freq_e, dtype=dtype, device=device)
+                if atan.any()
+                else None,
+                torch.as_tensor(off_e, dtype=dtype, device=device),
+                torch.as_tensor(coef_e, dtype=dtype, device=device),
+            )  # (n_in, F), (n_in, F) | None, (F,), (F, 2^n_in)
         self.n_inputs = spec.n_inputs
-        self.readout2 = torch.as_tensor(tables.readout2, dtype=dtype, device=device)  # (2D, m)
-        self.readout2_t = self.readout2.T.contiguous()  # (m, 2D)
-        self.readout2_conj_t = self.readout2_t * torch.as_tensor(
-            [1.0, -1.0], dtype=dtype, device=device
-        ).repeat(dim)  # (m, 2D): the imaginary columns negated
+        z_table = torch.as_tensor(tables.readout2, dtype=dtype, device=device)  # (2D, m) of ±1
+        # "expval": ⟨Z_i⟩; "prob0": P(wire i reads 0) = (1 + ⟨Z_i⟩)/2 from the 0/1 table (the
+        # squared amplitudes sum to 1), so a head that wants p_i needs no extra kernels
+        self.readouts = {
+            "expval": Readout(z_table, dim),
+            "prob0": Readout((z_table + 1) / 2, dim),
+        }
 
 
 def _interleaved(index: np.ndarray, device: torch.device) -> Tensor:
@@ -180,6 +212,31 @@ def _fourier(rotations: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return freq, offset, coef
 
 
+def _product_fourier(enc_gather: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The product state r_b = Π_i (cos h_i, sin h_i)[bit_i(b)] as cos(h @ freq + offset) @ coef.
+
+    Product to sum: a product of n cosines of ±h_i (sin h = cos(h - π/2)) is a sum of cosines of
+    h_0 ± h_1 ± … ± h_{n-1} with offsets 0 or -π/2 (signs go into coef): F = 2^n columns.
+    enc_gather (n, 2^n): index 2·i + bit of input i for every basis state, as in the tables.
+    """
+    n = enc_gather.shape[0]
+    signs = np.array(
+        [[1] + [1 - 2 * ((t >> j) & 1) for j in range(n - 1)] for t in range(2 ** (n - 1))]
+    )
+    freq = np.repeat(signs.T, 2, axis=1).astype(float)  # (n, F)
+    offset = np.tile([0.0, -math.pi / 2], 2 ** (n - 1))
+    rng = np.random.default_rng(0)
+    half = rng.uniform(-math.pi, math.pi, size=(4 * 2**n + 16, n))
+    pairs = np.stack([np.cos(half), np.sin(half)], -1).reshape(len(half), 2 * n)
+    target = pairs[:, enc_gather].prod(1)  # (S, 2^n)
+    basis = np.cos(half @ freq + offset)
+    coef = np.linalg.lstsq(basis, target, rcond=None)[0]
+    coef = np.round(coef * 2 ** (n - 1)) / 2 ** (n - 1)  # exact: multiples of 2^-(n-1)
+    if not np.allclose(basis @ coef, target, atol=1e-12):
+        raise AssertionError("no Fourier form of the product state found")
+    return freq, offset, coef
+
+
 def fits(c: FastConsts, weights: Tensor, limit: int) -> bool:
     """Whether the leave-one-out table for these weights has at most ``limit`` complex entries."""
     return c.size * (weights.numel() // (c.n * c.n_layers * c.k)) <= limit
@@ -190,6 +247,14 @@ def product_state(c: FastConsts, x: Tensor) -> Tensor:
 
     Non-finite inputs give a non-finite r (also on atan inputs, where atan(±inf) is finite).
     """
+    if c.enc_poly is not None:
+        lin, atan, off, coef = c.enc_poly
+        x2 = x.reshape(-1, c.n_inputs)  # (N, n_in)
+        arg = torch.addmm(off, x2, lin)  # inf·0 = nan on atan inputs keeps non-finite x visible
+        if atan is not None:
+            arg = arg.addmm_(x2.atan(), atan)
+        r = arg.cos_().mm(coef)  # (N, 2^n_in)
+        return r.view(*x.shape[:-1], -1)
     xe = x.unsqueeze(-1)  # (*X, n_in, 1)
     half = torch.addcmul(c.enc_negoff, xe, c.enc_scale2)  # (*X, n_in, 2): h, h - π/2
     if c.enc_atan2 is not None:
@@ -242,19 +307,21 @@ def _chain(c: FastConsts, x: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor
     return pre[-1], pres.mT, torch.stack([*suf[:-1], eye], dim=-3).mT
 
 
-def _readout(c: FastConsts, w_total: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(⟨Z⟩ (*O, m), amps (*O, 2D), W rows as real (*P, D', 2D))."""
+def _readout(
+    c: FastConsts, ro: Readout, w_total: Tensor, r: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(outputs (*O, m), amps (*O, 2D), W rows as real (*P, D', 2D))."""
     rows = w_total[..., :: c.stride, :] if c.stride > 1 else w_total
     wr = torch.view_as_real(rows).flatten(-2)  # (*P, D', 2D)
     amps = r @ wr  # (*O, 2D)
-    return amps.square() @ c.readout2, amps, wr
+    return amps.square() @ ro.table, amps, wr
 
 
 class _FastExpval(torch.autograd.Function):
-    """(weights (*P, n, L, k), r (*X, D')) -> ⟨Z⟩ (*O, m); see the module docstring."""
+    """(weights (*P, n, L, k), r (*X, D')) -> ⟨Z⟩ or P(0) (*O, m); see the module docstring."""
 
     @staticmethod
-    def forward(ctx: Any, weights: Tensor, r: Tensor, c: FastConsts) -> Tensor:
+    def forward(ctx: Any, weights: Tensor, r: Tensor, c: FastConsts, ro: Readout) -> Tensor:
         need_w = ctx.needs_input_grad[0]
         if need_w:
             x, prods, rot = _layer_parts(c, weights)
@@ -265,8 +332,8 @@ class _FastExpval(torch.autograd.Function):
         two = c.n_layers == 2 and c.stride == 1
         # with two: pres_t, sufs_t are X_0, X_1
         w_total, pres_t, sufs_t = _chain(c, x, keep=need_w and not two)
-        out, amps, wr = _readout(c, w_total, r)
-        ctx.c = c
+        out, amps, wr = _readout(c, ro, w_total, r)
+        ctx.c, ctx.ro = c, ro
         if need_w:
             ctx.save_for_backward(weights, r, amps, wr, pres_t, sufs_t, prods, rot)
         else:
@@ -275,18 +342,19 @@ class _FastExpval(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         c: FastConsts = ctx.c
+        ro: Readout = ctx.ro
         weights, r, amps, wr, *rest = ctx.saved_tensors
         # ∂⟨Z⟩/∂amps = 2·amps·S; the 2 cancels the ½ of ∂R/∂θ = R^{(j)}/2 below
         grad_r = None
         if ctx.needs_input_grad[1]:
-            g_amps = amps * (grad @ c.readout2_t)  # (*O, 2D)
+            g_amps = amps * (grad @ ro.table_t)  # (*O, 2D)
             grad_r = (2.0 * (g_amps @ wr.mT)).sum_to_size(r.shape)
         if not ctx.needs_input_grad[0]:
-            return None, grad_r, None
+            return None, grad_r, None, None
         pres_t, sufs_t, prods, rot = rest
-        g_conj = amps * (grad @ c.readout2_conj_t)  # (*O, 2D): conj of the amplitudes' gradient
+        g_conj = amps * (grad @ ro.conj_t)  # (*O, 2D): conj of the amplitudes' gradient
         r2 = r.unsqueeze(-2) if r.ndim == 1 else r
         g2 = g_conj.unsqueeze(-2) if g_conj.ndim == 1 else g_conj
         g_w = r2.mT @ g2  # (*P, D', 2D): conj(G), G = ∂loss/∂W on the encoded rows
@@ -308,12 +376,14 @@ class _FastExpval(torch.autograd.Function):
         dw = (shifted @ bins.unsqueeze(-1))[..., 0]  # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
         if dw.shape != weights.shape:
             dw = dw.sum_to_size(weights.shape)
-        return dw, grad_r, None
+        return dw, grad_r, None, None
 
 
-def expval_z(c: FastConsts, weights: Tensor, r: Tensor) -> Tensor:
-    """⟨Z_m⟩ (*O, m) from weights (*P, n, L, k) and the real product state r (*X, D')."""
+def expval_z(c: FastConsts, weights: Tensor, r: Tensor, output: str = "expval") -> Tensor:
+    """⟨Z_m⟩ (or P(0) of wire m with ``output="prob0"``) (*O, m) from weights (*P, n, L, k) and
+    the real product state r (*X, D')."""
+    ro = c.readouts[output]
     if torch.is_grad_enabled() and (weights.requires_grad or r.requires_grad):
-        out: Tensor = _FastExpval.apply(weights, r, c)
+        out: Tensor = _FastExpval.apply(weights, r, c, ro)
         return out
-    return _readout(c, _chain(c, _layers(c, weights), keep=False)[0], r)[0]
+    return _readout(c, ro, _chain(c, _layers(c, weights), keep=False)[0], r)[0]

@@ -320,14 +320,18 @@ def expval_z(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Ten
     return expval_z_real(spec, c, weights, r)
 
 
-def expval_z_real(spec: CircuitSpec, c: Consts, weights: Tensor, r: Tensor) -> Tensor:
-    """⟨Z_m⟩ (*O, n_measure) of the non-re-uploading circuit from the real product state r."""
+def expval_z_real(
+    spec: CircuitSpec, c: Consts, weights: Tensor, r: Tensor, output: str = "expval"
+) -> Tensor:
+    """⟨Z_m⟩ (*O, n_measure) of the non-re-uploading circuit from the real product state r;
+    ``output="prob0"``: P(wire m reads 0) = (1 + ⟨Z_m⟩)/2."""
     if c.fast is not None and fast.fits(c.fast, weights, JACOBIAN_LIMIT):
-        return fast.expval_z(c.fast, weights, r)
+        return fast.expval_z(c.fast, weights, r, output)
     if torch.is_grad_enabled() and (weights.requires_grad or r.requires_grad):
         out: Tensor = _FusedExpval.apply(weights, r, spec, c)
-        return out
-    return (r @ unitary_real(spec, c, weights)).square() @ c.readout2
+    else:
+        out = (r @ unitary_real(spec, c, weights)).square() @ c.readout2
+    return (out + 1) / 2 if output == "prob0" else out
 
 
 def statevector(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:
