@@ -80,6 +80,8 @@ class FastConsts:
         coef_all = np.zeros(((1 + k) * n_f + 1, (1 + k) * 8 + 2))
         for v in range(1 + k):
             coef_all[v * n_f : (v + 1) * n_f, v * 8 : (v + 1) * 8] = coef
+            if v > 0:  # the π-shifted variants only feed the backward, as (re, -im)
+                coef_all[v * n_f : (v + 1) * n_f, v * 8 + 1 : (v + 1) * 8 : 2] *= -1
         coef_all[-1, -2] = 1.0  # the constant entry 1 + 0i
         self.freq_all = torch.as_tensor(freq_all, dtype=dtype, device=device)  # (k, (1+k)F+1)
         self.offsets_all = torch.as_tensor(offsets_all, dtype=dtype, device=device)
@@ -107,26 +109,38 @@ class FastConsts:
             None
             if np.allclose(const, 1)
             else torch.as_tensor(const.reshape(n_layers, -1), dtype=cdtype, device=device)
-        )  # (L, D²)
+        )  # (L, D²), for X_l alone
         # (row, layer, slot, e): row w < n: the entries of the other wires and the constant 1
         # (LOO_w); row n: all wires (X_l). Indices into the flattened (n, L, n_rot) complex entries
         # (rotation variant 0).
+        # Row w < n lists the entries e sorted by entry_w(e) (D²/4 of each of wire w's four 2×2
+        # entries, in order), so that the backward bins by a plain sum; row n is X_l in order.
+        order = np.argsort(entry, axis=1, kind="stable")  # (n, D²)
+        if not (
+            np.take_along_axis(entry, order, 1).reshape(n, 4, -1) == np.arange(4)[:, None]
+        ).all():
+            raise AssertionError("unbalanced entry classes")
         index = np.zeros((n + 1, n_layers, n, dim * dim), dtype=np.int64)
         first = np.arange(n_layers)[:, None] * n_rot  # (L, 1)
         for w in range(n + 1):
+            cols = order[w] if w < n else np.arange(dim * dim)
             for slot, i in enumerate([i for i in range(n) if i != w]):
-                index[w, :, slot] = first + i * n_layers * n_rot + entry[i][None]
+                index[w, :, slot] = first + i * n_layers * n_rot + entry[i][cols][None]
             if w < n:
                 index[w, :, n - 1] = first + w * n_layers * n_rot + n_rot - 1
         self.loo_gather = _interleaved(index, device)
-        # binning Σ_{e: entry_w(e) = a} of the interleaved (re, im) of wire w's LOO-weighted
-        # gradient, as (re, -im) of each a
-        onehot = (entry[:, :, None] == np.arange(4)).astype(float)  # (n, D², 4)
-        bins = np.zeros((n, dim * dim, 2, 4, 2))
-        bins[:, :, 0, :, 0], bins[:, :, 1, :, 1] = onehot, -onehot
-        self.bins = torch.as_tensor(
-            bins.reshape(n, 2 * dim * dim, 8), dtype=dtype, device=device
-        )  # (n, 2D², 8)
+        # the backward's gather of H_l (L, D²) into each wire's sorted order: (n, L, D²)
+        h_index = np.arange(n_layers)[None, :, None] * dim * dim + order[:, None, :]
+        self.h_gather = _interleaved(h_index, device)
+        const_sorted = None  # the constant of row w in its sorted order, row n in order
+        if not np.allclose(c_a[:, :, None] * c_b[None, None, :], 1):
+            flat = (c_a[:, :, None] * c_b[None, None, :]).reshape(n_layers, -1)  # (L, D²)
+            const_sorted = np.stack([flat[:, order[w]] for w in range(n)] + [flat])
+        self.loo_const = (
+            None
+            if const_sorted is None
+            else torch.as_tensor(const_sorted, dtype=cdtype, device=device)
+        )  # (n+1, L, D²)
         # (L, n, D²) into the flattened (n, L, 4) complex entries (no gradients)
         base = (np.arange(n)[None, :, None] * n_layers + np.arange(n_layers)[:, None, None]) * 4
         self.base_gather = _interleaved(base + entry[None], device)
@@ -284,8 +298,8 @@ def _layer_parts(c: FastConsts, weights: Tensor) -> tuple[Tensor, Tensor, Tensor
     rot = arg @ c.coef_all  # (*P, n, L, (1+k)·8 + 2)
     gathered = rot.flatten(-3).index_select(-1, c.loo_gather)
     prods = torch.view_as_complex(gathered.view(*p, n + 1, n_layers, n, -1, 2)).prod(-2)
-    if c.const is not None:
-        prods *= c.const  # (*P, n+1, L, D²)
+    if c.loo_const is not None:
+        prods *= c.loo_const  # (*P, n+1, L, D²)
     return prods[..., n, :, :].view(*p, n_layers, c.dim, c.dim), prods, rot
 
 
@@ -369,11 +383,14 @@ class _FastExpval(torch.autograd.Function):
             rows = pres_t[..., :: c.stride] if c.stride > 1 else pres_t  # (*P, L, D, D')
             left = (rows.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
             h_t = left @ sufs_t  # (*P, L, D, D)
-        # h_t[l] = (Suf_l·G^H·Pre_l)ᵀ = Pre_lᵀ·conj(G)·Suf_lᵀ, in X_l's layout
-        weighted = h_t.view(*p, 1, n_layers, -1) * prods[..., :n, :, :]  # (*P, n, L, D²)
-        bins = torch.view_as_real(weighted).view(*p, n, n_layers, -1) @ c.bins  # (*P, n, L, 8)
-        shifted = rot[..., 8 : 8 * (1 + c.k)].view(*rot.shape[:-1], c.k, 8)  # (*P, n, L, k, 8)
-        dw = (shifted @ bins.unsqueeze(-1))[..., 0]  # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
+        # h_t[l] = (Suf_l·G^H·Pre_l)ᵀ = Pre_lᵀ·conj(G)·Suf_lᵀ, in X_l's layout; gathered into each
+        # wire's sorted order of the LOO rows, where entry a of wire w is the a-th quarter
+        h_w = torch.view_as_real(h_t).reshape(*p, -1).index_select(-1, c.h_gather)
+        weighted = torch.view_as_complex(h_w.view(*p, n, n_layers, -1, 2)) * prods[..., :n, :, :]
+        bins = weighted.view(*p, n, n_layers, 4, -1).sum(-1)  # (*P, n, L, 4)
+        shifted = rot[..., 8 : 8 * (1 + c.k)].view(*rot.shape[:-1], c.k, 8)  # (re, -im) of R^{(j)}
+        # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
+        dw = (shifted * torch.view_as_real(bins).view(*p, n, n_layers, 1, 8)).sum(-1)
         if dw.shape != weights.shape:
             dw = dw.sum_to_size(weights.shape)
         return dw, grad_r, None, None
