@@ -134,3 +134,16 @@ def test_size_limit_falls_back_to_chain_path(monkeypatch: pytest.MonkeyPatch) ->
     torch.testing.assert_close(out_chain, out, atol=1e-12, rtol=0)
     assert vqc.weights.grad is not None
     torch.testing.assert_close(vqc.weights.grad, grad, atol=1e-12, rtol=0)
+
+
+def test_double_backward_raises_and_first_order_with_create_graph_works() -> None:
+    vqc = VQC(4, 2, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    out = vqc(x)
+    probe = torch.ones_like(out, requires_grad=True)  # a grad output that itself needs a graph
+    (g,) = torch.autograd.grad(out, vqc.weights, probe, create_graph=True)
+    vqc.zero_grad()
+    vqc(x).sum().backward()
+    torch.testing.assert_close(g.detach(), vqc.weights.grad)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        g.sum().backward()

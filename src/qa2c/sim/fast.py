@@ -294,8 +294,12 @@ def _layer_parts(c: FastConsts, weights: Tensor) -> tuple[Tensor, Tensor, Tensor
     the returned (*P, n+1, L, D²)); the rotations and their π-shifted variants, (*P, n, L, ·) real:
     entries 8·(1+j) .. 8·(2+j) are R_w^{(j)} = 2·∂R_w/∂θ_j, (re, im) interleaved."""
     p, n, n_layers = weights.shape[:-3], c.n, c.n_layers
-    arg = torch.matmul(weights, c.freq_all).add_(c.offsets_all).cos_()
-    rot = arg @ c.coef_all  # (*P, n, L, (1+k)·8 + 2)
+    if weights.dim() == 3:  # one parameter set: 2-D kernels
+        arg = torch.addmm(c.offsets_all, weights.reshape(n * n_layers, -1), c.freq_all).cos_()
+        rot = arg.mm(c.coef_all).view(n, n_layers, -1)  # (n, L, (1+k)·8 + 2)
+    else:
+        arg = torch.matmul(weights, c.freq_all).add_(c.offsets_all).cos_()
+        rot = arg @ c.coef_all  # (*P, n, L, (1+k)·8 + 2)
     gathered = rot.flatten(-3).index_select(-1, c.loo_gather)
     prods = torch.view_as_complex(gathered.view(*p, n + 1, n_layers, n, -1, 2)).prod(-2)
     if c.loo_const is not None:
@@ -348,52 +352,62 @@ class _FastExpval(torch.autograd.Function):
         w_total, pres_t, sufs_t = _chain(c, x, keep=need_w and not two)
         out, amps, wr = _readout(c, ro, w_total, r)
         ctx.c, ctx.ro = c, ro
-        if need_w:
-            ctx.save_for_backward(weights, r, amps, wr, pres_t, sufs_t, prods, rot)
-        else:
-            ctx.save_for_backward(weights, r, amps, wr)
+        # intermediates ride on ctx (the docs' rule: save_for_backward is for inputs and outputs)
+        ctx.save_for_backward(r)
+        ctx.w_shape = weights.shape
+        ctx.parts = (amps, wr, pres_t, sufs_t, prods, rot) if need_w else (amps, wr)
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        c: FastConsts = ctx.c
-        ro: Readout = ctx.ro
-        weights, r, amps, wr, *rest = ctx.saved_tensors
-        # ∂⟨Z⟩/∂amps = 2·amps·S; the 2 cancels the ½ of ∂R/∂θ = R^{(j)}/2 below
-        grad_r = None
-        if ctx.needs_input_grad[1]:
-            g_amps = amps * (grad @ ro.table_t)  # (*O, 2D)
-            grad_r = (2.0 * (g_amps @ wr.mT)).sum_to_size(r.shape)
-        if not ctx.needs_input_grad[0]:
-            return None, grad_r, None, None
-        pres_t, sufs_t, prods, rot = rest
-        g_conj = amps * (grad @ ro.conj_t)  # (*O, 2D): conj of the amplitudes' gradient
-        r2 = r.unsqueeze(-2) if r.ndim == 1 else r
-        g2 = g_conj.unsqueeze(-2) if g_conj.ndim == 1 else g_conj
-        g_w = r2.mT @ g2  # (*P, D', 2D): conj(G), G = ∂loss/∂W on the encoded rows
-        if g_w.shape != wr.shape:
-            g_w = g_w.sum_to_size(wr.shape)
-        g_c = torch.view_as_complex(g_w.view(*g_w.shape[:-1], -1, 2))  # (*P, D', D)
-        n, n_layers, dim, p = c.n, c.n_layers, c.dim, g_c.shape[:-2]
-        if n_layers == 2 and c.stride == 1:
-            x_0, x_1 = pres_t, sufs_t
-            h_t = torch.stack([g_c @ x_1.mT, x_0.mT @ g_c], dim=-3)
-        else:
-            rows = pres_t[..., :: c.stride] if c.stride > 1 else pres_t  # (*P, L, D, D')
-            left = (rows.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
-            h_t = left @ sufs_t  # (*P, L, D, D)
-        # h_t[l] = (Suf_l·G^H·Pre_l)ᵀ = Pre_lᵀ·conj(G)·Suf_lᵀ, in X_l's layout; gathered into each
-        # wire's sorted order of the LOO rows, where entry a of wire w is the a-th quarter
-        h_w = torch.view_as_real(h_t).reshape(*p, -1).index_select(-1, c.h_gather)
-        weighted = torch.view_as_complex(h_w.view(*p, n, n_layers, -1, 2)) * prods[..., :n, :, :]
-        bins = weighted.view(*p, n, n_layers, 4, -1).sum(-1)  # (*P, n, L, 4)
-        shifted = rot[..., 8 : 8 * (1 + c.k)].view(*rot.shape[:-1], c.k, 8)  # (re, -im) of R^{(j)}
-        # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
-        dw = (shifted * torch.view_as_real(bins).view(*p, n, n_layers, 1, 8)).sum(-1)
-        if dw.shape != weights.shape:
-            dw = dw.sum_to_size(weights.shape)
-        return dw, grad_r, None, None
+        if torch.is_grad_enabled():  # create_graph=True: a later double backward must raise
+            return _backward_once(ctx, grad)
+        return _backward(ctx, grad)
+
+
+def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    """The backward of ``_FastExpval`` (first order: saved tensors carry no graph)."""
+    c: FastConsts = ctx.c
+    ro: Readout = ctx.ro
+    (r,) = ctx.saved_tensors
+    amps, wr, *rest = ctx.parts
+    # ∂⟨Z⟩/∂amps = 2·amps·S; the 2 cancels the ½ of ∂R/∂θ = R^{(j)}/2 below
+    grad_r = None
+    if ctx.needs_input_grad[1]:
+        g_amps = amps * (grad @ ro.table_t)  # (*O, 2D)
+        grad_r = (2.0 * (g_amps @ wr.mT)).sum_to_size(r.shape)
+    if not ctx.needs_input_grad[0]:
+        return None, grad_r, None, None
+    pres_t, sufs_t, prods, rot = rest
+    g_conj = amps * (grad @ ro.conj_t)  # (*O, 2D): conj of the amplitudes' gradient
+    r2 = r.unsqueeze(-2) if r.ndim == 1 else r
+    g2 = g_conj.unsqueeze(-2) if g_conj.ndim == 1 else g_conj
+    g_w = r2.mT @ g2  # (*P, D', 2D): conj(G), G = ∂loss/∂W on the encoded rows
+    if g_w.shape != wr.shape:
+        g_w = g_w.sum_to_size(wr.shape)
+    g_c = torch.view_as_complex(g_w.view(*g_w.shape[:-1], -1, 2))  # (*P, D', D)
+    n, n_layers, dim, p = c.n, c.n_layers, c.dim, g_c.shape[:-2]
+    if n_layers == 2 and c.stride == 1:
+        x_0, x_1 = pres_t, sufs_t
+        h_t = torch.stack([g_c @ x_1.mT, x_0.mT @ g_c], dim=-3)
+    else:
+        rows = pres_t[..., :: c.stride] if c.stride > 1 else pres_t  # (*P, L, D, D')
+        left = (rows.reshape(*p, n_layers * dim, -1) @ g_c).view(*p, n_layers, dim, dim)
+        h_t = left @ sufs_t  # (*P, L, D, D)
+    # h_t[l] = (Suf_l·G^H·Pre_l)ᵀ = Pre_lᵀ·conj(G)·Suf_lᵀ, in X_l's layout; gathered into each
+    # wire's sorted order of the LOO rows, where entry a of wire w is the a-th quarter
+    h_w = torch.view_as_real(h_t).reshape(*p, -1).index_select(-1, c.h_gather)
+    weighted = torch.view_as_complex(h_w.view(*p, n, n_layers, -1, 2)) * prods[..., :n, :, :]
+    bins = weighted.view(*p, n, n_layers, 4, -1).sum(-1)  # (*P, n, L, 4)
+    shifted = rot[..., 8 : 8 * (1 + c.k)].view(*rot.shape[:-1], c.k, 8)  # (re, -im) of R^{(j)}
+    # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
+    dw = (shifted * torch.view_as_real(bins).view(*p, n, n_layers, 1, 8)).sum(-1)
+    if dw.shape != ctx.w_shape:
+        dw = dw.sum_to_size(ctx.w_shape)
+    return dw, grad_r, None, None
+
+
+_backward_once = once_differentiable(_backward)
 
 
 def expval_z(c: FastConsts, weights: Tensor, r: Tensor, output: str = "expval") -> Tensor:
