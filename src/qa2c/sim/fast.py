@@ -25,6 +25,7 @@ weights. First order only (no double backward).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -192,63 +193,60 @@ def _interleaved(index: np.ndarray, device: torch.device) -> Tensor:
     return torch.as_tensor(np.stack([2 * index, 2 * index + 1], -1).reshape(-1), device=device)
 
 
-def _fourier(rotations: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """R = R_{k-1}(θ_{k-1})⋯R_0(θ_0) as cos(θ/2 @ freq + offset) @ coef: freq (k, F) of ±1,
-    offset (F,) of 0 (cos) or -π/2 (sin), coef (F, 8) real: the row-major entries as (re, im).
-
-    Every entry is multilinear in the (cos, sin) of each half angle, so a trigonometric
-    polynomial with frequencies ±1 per angle; coef is solved for exactly from sample points.
-    """
-    k = len(rotations)
-    signs = np.array(
-        [[1] + [1 - 2 * ((t >> j) & 1) for j in range(k - 1)] for t in range(2 ** (k - 1))]
-    )
-    freq = np.repeat(signs.T, 2, axis=1).astype(float)  # (k, F), F = 2^k
-    offset = np.tile([0.0, -math.pi / 2], 2 ** (k - 1))
-    pauli = {
-        "X": np.array([[0, 1], [1, 0]]),
-        "Y": np.array([[0, -1j], [1j, 0]]),
-        "Z": np.array([[1, 0], [0, -1]]),
-    }
-    rng = np.random.default_rng(0)
-    half = rng.uniform(-math.pi, math.pi, size=(8 * 2**k, k))
-    target = []
-    for h in half:
-        mat = np.eye(2, dtype=complex)
-        for j, axis in enumerate(rotations):
-            mat = (math.cos(h[j]) * np.eye(2) - 1j * math.sin(h[j]) * pauli[axis]) @ mat
-        target.append(np.stack([mat.reshape(4).real, mat.reshape(4).imag], -1).reshape(8))
-    basis = np.cos(half @ freq + offset)
-    coef = np.linalg.lstsq(basis, np.array(target), rcond=None)[0]
-    coef = np.round(coef * 2**k) / 2**k  # the exact coefficients are multiples of 2^-(k-1)
-    if not np.allclose(basis @ coef, target, atol=1e-12):
-        raise AssertionError(f"no Fourier form found for rotations={rotations!r}")
-    return freq, offset, coef
-
-
-def _product_fourier(enc_gather: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The product state r_b = Π_i (cos h_i, sin h_i)[bit_i(b)] as cos(h @ freq + offset) @ coef.
-
-    Product to sum: a product of n cosines of ±h_i (sin h = cos(h - π/2)) is a sum of cosines of
-    h_0 ± h_1 ± … ± h_{n-1} with offsets 0 or -π/2 (signs go into coef): F = 2^n columns.
-    enc_gather (n, 2^n): index 2·i + bit of input i for every basis state, as in the tables.
-    """
-    n = enc_gather.shape[0]
+def _cosine_form(
+    n: int, target: Callable[[np.ndarray], np.ndarray], what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A function of n half angles h that is multilinear in each (cos h_i, sin h_i), written as
+    cos(h @ freq + offset) @ coef: freq (n, F) of ±1 (h_0 always +), offset (F,) of 0 (cos) or
+    -π/2 (sin), F = 2^n (product to sum; cos is even, so half the sign patterns suffice).
+    coef (F, T) is solved for from sample points and rounded to exact multiples of 2^-n.
+    target: half angles (S, n) -> values (S, T)."""
     signs = np.array(
         [[1] + [1 - 2 * ((t >> j) & 1) for j in range(n - 1)] for t in range(2 ** (n - 1))]
     )
     freq = np.repeat(signs.T, 2, axis=1).astype(float)  # (n, F)
     offset = np.tile([0.0, -math.pi / 2], 2 ** (n - 1))
-    rng = np.random.default_rng(0)
-    half = rng.uniform(-math.pi, math.pi, size=(4 * 2**n + 16, n))
-    pairs = np.stack([np.cos(half), np.sin(half)], -1).reshape(len(half), 2 * n)
-    target = pairs[:, enc_gather].prod(1)  # (S, 2^n)
+    half = np.random.default_rng(0).uniform(-math.pi, math.pi, size=(8 * 2**n, n))
+    values = target(half)
     basis = np.cos(half @ freq + offset)
-    coef = np.linalg.lstsq(basis, target, rcond=None)[0]
-    coef = np.round(coef * 2 ** (n - 1)) / 2 ** (n - 1)  # exact: multiples of 2^-(n-1)
-    if not np.allclose(basis @ coef, target, atol=1e-12):
-        raise AssertionError("no Fourier form of the product state found")
+    coef = np.linalg.lstsq(basis, values, rcond=None)[0]
+    coef = np.round(coef * 2**n) / 2**n
+    if not np.allclose(basis @ coef, values, atol=1e-12):
+        raise AssertionError(f"no cosine form found for {what}")
     return freq, offset, coef
+
+
+def _fourier(rotations: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R = R_{k-1}(θ_{k-1})⋯R_0(θ_0) as cos(θ/2 @ freq + offset) @ coef, coef (F, 8): the
+    row-major entries of R as (re, im)."""
+    pauli = {
+        "X": np.array([[0, 1], [1, 0]]),
+        "Y": np.array([[0, -1j], [1j, 0]]),
+        "Z": np.array([[1, 0], [0, -1]]),
+    }
+
+    def entries(half: np.ndarray) -> np.ndarray:
+        out = []
+        for h in half:
+            mat = np.eye(2, dtype=complex)
+            for j, axis in enumerate(rotations):
+                mat = (math.cos(h[j]) * np.eye(2) - 1j * math.sin(h[j]) * pauli[axis]) @ mat
+            out.append(np.stack([mat.reshape(4).real, mat.reshape(4).imag], -1).reshape(8))
+        return np.array(out)
+
+    return _cosine_form(len(rotations), entries, f"rotations={rotations!r}")
+
+
+def _product_fourier(enc_gather: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The product state r_b = Π_i (cos h_i, sin h_i)[bit_i(b)] as cos(h @ freq + offset) @ coef,
+    coef (2^n, 2^n). enc_gather (n, 2^n): index 2·i + bit of input i for every basis state."""
+    n = enc_gather.shape[0]
+
+    def product(half: np.ndarray) -> np.ndarray:
+        pairs = np.stack([np.cos(half), np.sin(half)], -1).reshape(len(half), 2 * n)
+        return pairs[:, enc_gather].prod(1)  # (S, 2^n)
+
+    return _cosine_form(n, product, "the product state")
 
 
 def fits(c: FastConsts, weights: Tensor, limit: int) -> bool:
