@@ -327,28 +327,29 @@ class A2C:
         if self.config.lr_anneal_steps:  # linear decay, a function of the step count only
             done = self.steps - self.n_envs * self.config.n_steps  # steps before this rollout
             frac = max(0.0, 1.0 - done / self.config.lr_anneal_steps)
-        self._step_t.fill_(self.adam_step)
-        for lr, idx in self._lr_groups:
-            params = [self._plist[j] for j in idx]
-            grads = []
-            for p in params:
-                g = p.grad
-                grads.append(torch.zeros_like(p) if g is None else g.contiguous())
-            torch._fused_adam_(
-                params,
-                grads,
-                [self.adam_m[j] for j in idx],
-                [self.adam_v[j] for j in idx],
-                [],
-                [self._step_t] * len(idx),
-                lr=lr * frac,
-                beta1=0.9,
-                beta2=0.999,
-                weight_decay=0.0,
-                eps=self.config.adam_eps,
-                amsgrad=False,
-                maximize=False,
-            )
+        with torch.no_grad():
+            self._step_t.fill_(self.adam_step)
+            for lr, idx in self._lr_groups:  # in-place updates of leaves: under no_grad
+                params = [self._plist[j] for j in idx]
+                grads = []
+                for p in params:
+                    g = p.grad
+                    grads.append(torch.zeros_like(p) if g is None else g.contiguous())
+                torch._fused_adam_(
+                    params,
+                    grads,
+                    [self.adam_m[j] for j in idx],
+                    [self.adam_v[j] for j in idx],
+                    [],
+                    [self._step_t] * len(idx),
+                    lr=lr * frac,
+                    beta1=0.9,
+                    beta2=0.999,
+                    weight_decay=0.0,
+                    eps=self.config.adam_eps,
+                    amsgrad=False,
+                    maximize=False,
+                )
         for p in self._plist:
             p.grad = None
 
