@@ -8,18 +8,21 @@ the phase diag((-i)^popcount) of the RX product state (so that r is real). So ev
 a constant times a product of one entry of each wire's 2×2: X_l is built by one gather and one
 product, with the permutations folded into the gather index.
 
-Forward (one custom autograd Function; the number of kernels barely grows with L): the per-wire
-2×2s of every layer from cos/sin of the half angles (one cos, one gather, one product, one matmul);
-the gather of each wire's entry for every (row, column) of X_lᵀ; leave-one-out products
-LOO_w = const·Π_{i≠w} R_i (for the gradient) and X_lᵀ = LOO_0·R_0; the prefix chain
-Pre_{l+1} = Pre_l·X_l; amplitudes r @ W (real, re/im interleaved); ⟨Z⟩ = |ψ|² @ S with S the ±1
-readout table.
+Forward (one custom autograd Function; the number of kernels barely grows with L): the product
+state r = cos(h @ F + o) @ C (product to sum over the half angles h; small encodings) or a gather
+and a product; the per-wire 2×2s of every layer and their π-shifted variants from the cosines of
+the half angles (one addmm, one cos, one matmul); one gather and one product for X_l and the
+leave-one-out products LOO_w = const·Π_{i≠w} R_i (row w lists its entries sorted by wire w's
+2×2 entry, for the gradient); the prefix chain Pre_{l+1} = Pre_l·X_l (and suffixes for L > 2);
+amplitudes r @ W (real, re/im interleaved); outputs |ψ|² @ S with S the ±1 table of ⟨Z⟩ or the
+0/1 table of P(wire reads 0) (``output="prob0"``).
 
-Backward: with G the gradient of W (complex, conjugate-Wirtinger) and the unitarity of the chain
-(Suf_l = Pre_{l+1}^H·W), ∂loss/∂θ_{w,l,j} = ½·Re Σ_e H_l[e]·LOO_{l,w}[e]·R_{w,l}^{(j)}[entry_w(e)]
-with H_l = Pre_{l+1}^H·(W·G^H)·Pre_l (in X_lᵀ's layout) and R^{(j)} = R(θ_j + π) = 2·∂R/∂θ_j:
-two batched matmuls for all layers, one multiply, one binning matmul and one contraction for all
-weights. First order only (no double backward).
+Backward: with G the gradient of W (complex, conjugate-Wirtinger),
+∂loss/∂θ_{w,l,j} = ½·Re Σ_e H_l[e]·LOO_{l,w}[e]·R_{w,l}^{(j)}[entry_w(e)] with
+H_l = Suf_l·G^H·Pre_l (in X_lᵀ's layout) and R^{(j)} = R(θ_j + π) = 2·∂R/∂θ_j: two matmuls for all
+layers, one gather of H into the LOO rows' order, one multiply, one sum per quarter (the four
+entries of wire w's 2×2) and one contraction for all weights. First order only (a double
+backward raises).
 """
 
 from __future__ import annotations
