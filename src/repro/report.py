@@ -74,16 +74,26 @@ def _colors() -> list[str]:
     return list(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
 
 
-def _band(ax, grid: np.ndarray, values: np.ndarray, label: str, color: object) -> None:  # type: ignore[no-untyped-def]
-    """Mean ± std over the rows of ``values`` (S, G), where at least one seed has data."""
-    ok = ~np.all(np.isnan(values), axis=0)
-    if not ok.any():
-        return
+def band_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ok (G,), mean, std) of ``values`` (S, G) over seeds (std with ddof = 1, 0 for one seed),
+    at the grid points ``ok`` where every seed that has data anywhere has data: the number of
+    seeds behind a curve is constant, so it does not jump where the seeds' last episodes end at
+    slightly different steps."""
+    n_all = np.sum(~np.isnan(values), axis=0)  # (G,)
+    ok = (n_all > 0) & (n_all == n_all.max(initial=0))
     v = values[:, ok]
     n = np.sum(~np.isnan(v), axis=0)
-    mean = np.nanmean(v, axis=0)
+    mean = np.nanmean(v, axis=0) if v.size else np.zeros(0)
     sq = np.nansum((v - mean) ** 2, axis=0)
     std = np.sqrt(np.divide(sq, n - 1, out=np.zeros_like(sq), where=n > 1))
+    return ok, mean, std
+
+
+def _band(ax, grid: np.ndarray, values: np.ndarray, label: str, color: object) -> None:  # type: ignore[no-untyped-def]
+    """Mean ± std over the rows of ``values`` (S, G); see ``band_stats``."""
+    ok, mean, std = band_stats(values)
+    if not ok.any():
+        return
     ax.plot(grid[ok], mean, label=label, color=color, lw=1.5)
     ax.fill_between(grid[ok], mean - std, mean + std, color=color, alpha=0.2, lw=0)
 

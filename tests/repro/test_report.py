@@ -178,3 +178,24 @@ def test_steps_to_solve_agrees_with_qa2c_curve_stats() -> None:
         ref = curve_stats(rows)
         first, solved = steps_to_solve(steps, returns)
         assert (first, solved) == (ref["first_500_step"], ref["solved_step"])
+
+
+def test_reward_band_keeps_the_number_of_seeds_constant() -> None:
+    """A seed whose last episode ends a little earlier must not leave a one-seed tail (a jump)."""
+    from repro.report import band_stats
+
+    nan = np.nan
+    values = np.array(
+        [
+            [nan, 1.0, 2.0, 3.0, 4.0],
+            [nan, 3.0, 4.0, 5.0, nan],  # its last episode ended before the last grid point
+            [nan, 5.0, 6.0, 7.0, nan],
+        ]
+    )
+    ok, mean, std = band_stats(values)
+    assert ok.tolist() == [False, True, True, True, False]
+    np.testing.assert_allclose(mean, [3.0, 4.0, 5.0])
+    np.testing.assert_allclose(std, [2.0, 2.0, 2.0])
+    ok1, mean1, std1 = band_stats(values[:1])  # one seed: its own values, std 0
+    assert ok1.tolist() == [False, True, True, True, True] and std1.tolist() == [0.0] * 4
+    assert mean1.tolist() == [1.0, 2.0, 3.0, 4.0]
