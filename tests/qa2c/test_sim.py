@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pennylane as qml
 import pytest
@@ -30,15 +29,6 @@ from qa2c.sim import (
 from qa2c.sim.noise import depolarize, sample_counts
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These circuits are tiny: intra-op threads only add contention on a shared CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- gates and readouts --------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
 
 import pennylane as qml
 import pytest
@@ -13,15 +12,6 @@ import torch
 from qa2c import VQC
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These circuits are tiny: intra-op threads only add contention on a shared CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def paper_reference(n_layers: int, measure: tuple[int, ...]):  # type: ignore[no-untyped-def]
