@@ -136,15 +136,11 @@ class FastConsts:
         # the backward's gather of H_l (L, D²) into each wire's sorted order: (n, L, D²)
         h_index = np.arange(n_layers)[None, :, None] * dim * dim + order[:, None, :]
         self.h_gather = _interleaved(h_index, device)
-        const_sorted = None  # the constant of row w in its sorted order, row n in order
-        if not np.allclose(c_a[:, :, None] * c_b[None, None, :], 1):
-            flat = (c_a[:, :, None] * c_b[None, None, :]).reshape(n_layers, -1)  # (L, D²)
-            const_sorted = np.stack([flat[:, order[w]] for w in range(n)] + [flat])
-        self.loo_const = (
-            None
-            if const_sorted is None
-            else torch.as_tensor(const_sorted, dtype=cdtype, device=device)
-        )  # (n+1, L, D²)
+        self.loo_const: Tensor | None = None  # (n+1, L, D²): row w's constant in its sorted order
+        if self.const is not None:
+            flat = const.reshape(n_layers, -1)  # (L, D²)
+            rows = np.stack([flat[:, order[w]] for w in range(n)] + [flat])
+            self.loo_const = torch.as_tensor(rows, dtype=cdtype, device=device)
         # (L, n, D²) into the flattened (n, L, 4) complex entries (no gradients)
         base = (np.arange(n)[None, :, None] * n_layers + np.arange(n_layers)[:, None, None]) * 4
         self.base_gather = _interleaved(base + entry[None], device)
