@@ -1,6 +1,7 @@
 """Advantage actor-critic for a population of agents, top to bottom.
 
-The paper's algorithm (facts: shared/papers/qa2c.md) is the default ``A2CConfig()``:
+The paper's algorithm (Kölle et al., "Quantum Advantage Actor-Critic", ICAART 2024) is the
+default ``A2CConfig()``:
 one environment, an update after every step, the one-step TD error
 ``δ = r + γ (1 - terminated) V(s') - V(s)`` (``V(s')`` without gradient; reaching the time limit
 is truncation, not termination, so it bootstraps), actor loss ``-I δ log π(a|s)`` with
@@ -23,6 +24,9 @@ population it is part of.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,7 +37,76 @@ from torch import Tensor
 from .agents import Agent
 from .envs import EnvPool
 
-__all__ = ["A2C", "A2CConfig", "EpisodeEnd"]
+__all__ = ["A2C", "A2CConfig", "EpisodeEnd", "adam_update", "check_finite_weights", "check_int"]
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as a Python int (NumPy integers accepted); TypeError for a non-integer (a bool, a
+    string, a float), ValueError below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    out = operator.index(value)
+    if out < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {out}")
+    return out
+
+
+def check_finite_weights(agents: Sequence[Agent]) -> None:
+    """ValueError naming the first agent parameter with a nan or inf."""
+    for i, ag in enumerate(agents):
+        for role in ("actor", "critic"):
+            for n, p in getattr(ag, role).named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise ValueError(
+                        f"agents[{i}]: {role} parameter {n!r} has non-finite values (nan/inf)"
+                    )
+
+
+def adam_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    step: Tensor,
+    lr: float,
+    eps: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    fused: bool = True,
+) -> None:
+    """One Adam step (Kingma & Ba, torch.optim.Adam's arithmetic) in place, under no_grad.
+
+    ``torch._fused_adam_`` (the kernel behind ``torch.optim.Adam(fused=True)``) when this torch
+    build has it for these tensors, else the same update in plain tensor ops. ``step`` is the
+    (already incremented) step count as a float32 scalar tensor.
+    """
+    kernel = getattr(torch, "_fused_adam_", None) if fused else None
+    if kernel is not None:
+        try:
+            kernel(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                [step] * len(params),
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=eps,
+                amsgrad=False,
+                maximize=False,
+            )
+            return
+        except (RuntimeError, NotImplementedError, TypeError):  # no kernel for these tensors
+            pass
+    t = float(step)
+    bc1, bc2_sqrt = 1.0 - beta1**t, math.sqrt(1.0 - beta2**t)
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(eps), value=-lr / bc1)
 
 
 @dataclass
@@ -114,6 +187,8 @@ class A2C:
             raise ValueError(
                 f"agents/seeds: need equally many (> 0), got {len(agents)}, {len(seeds)}"
             )
+        seeds = [check_int(f"seeds[{i}]", s, 0) for i, s in enumerate(seeds)]
+        check_finite_weights(agents)
         ref = agents[0]
         for ag in agents[1:]:
             if (ag.name, ag.options, ag.dtype) != (ref.name, ref.options, ref.dtype):
@@ -191,7 +266,7 @@ class A2C:
             lg = self.actor.stacked(self.actor_params, self._tensor(self.obs))  # (A, E, n_act)
             logits.append(lg)  # the graph is kept for the update: weights do not change before it
             act = self._sample(lg)
-            nxt, final, rew, term, trunc = self.envs.step(act)
+            nxt, final, rew, term, trunc = self.envs.step(act, (self.vec_steps + 1) * e)
             done = term | trunc
             x[:, 0, k], x[:, 1, k], actions[:, k] = self.obs, final, act
             aux[0, :, k], aux[1, :, k], aux[2, :, k] = rew, ~term, ~done
@@ -317,11 +392,9 @@ class A2C:
         return actor_loss.detach(), critic_loss.detach()
 
     def _adam_step(self) -> None:
-        """Adam (Kingma & Ba) on all stacked parameters at once; elementwise, so per agent.
-
-        ``torch.optim.Adam``'s fused kernel (the paper's two optimisers are two learning rates;
-        one call per distinct rate), with the step count shared by all agents.
-        """
+        """Adam on all stacked parameters at once; elementwise, so per agent (``adam_update``: the
+        paper's two optimisers are two learning rates, one call per distinct rate), with the step
+        count shared by all agents."""
         self.adam_step += 1
         frac = 1.0
         if self.config.lr_anneal_steps:  # linear decay, a function of the step count only
@@ -335,20 +408,14 @@ class A2C:
                 for p in params:
                     g = p.grad
                     grads.append(torch.zeros_like(p) if g is None else g.contiguous())
-                torch._fused_adam_(
+                adam_update(
                     params,
                     grads,
                     [self.adam_m[j] for j in idx],
                     [self.adam_v[j] for j in idx],
-                    [],
-                    [self._step_t] * len(idx),
+                    self._step_t,
                     lr=lr * frac,
-                    beta1=0.9,
-                    beta2=0.999,
-                    weight_decay=0.0,
                     eps=self.config.adam_eps,
-                    amsgrad=False,
-                    maximize=False,
                 )
         for p in self._plist:
             p.grad = None
@@ -374,17 +441,6 @@ class A2C:
         return float(a), float(c)
 
     # -- agents and checkpoints ------------------------------------------------------------------
-    def trained_agent(self, i: int) -> Agent:
-        """A new :class:`Agent` carrying agent ``i``'s current weights."""
-        import copy
-
-        ag = copy.deepcopy(self.agents[i])
-        with torch.no_grad():
-            for role, params in (("actor", self.actor_params), ("critic", self.critic_params)):
-                for n, p in params.items():
-                    getattr(ag, role).get_parameter(n).copy_(p[i])
-        return ag
-
     def member_state(self, i: int) -> dict[str, Any]:
         """Everything agent ``i`` needs to continue alone or in another population (plain data)."""
         return {

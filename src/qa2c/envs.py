@@ -5,13 +5,22 @@ on which population it was trained in. The pool steps real Gymnasium environment
 with same-step autoreset, like ``gymnasium.vector.SyncVectorEnv(autoreset_mode=SAME_STEP)``:
 ``step`` returns the true next observation of every environment (``final_obs``, the last state of
 a finished episode) and the observation to act on next (the reset observation where an episode
-ended). Terminated and truncated are kept apart (current API). The time limit is the registered
-``spec.max_episode_steps`` (500 for CartPole-v1), applied here on the core environment so that the
-whole state is checkpointable from public attributes (``state``, ``np_random``).
+ended). Terminated and truncated are kept apart (current API).
+
+Every wrapper the environment is registered with (its entry point's, ``additional_wrappers``) is
+kept: the pool steps exactly what ``gym.make(env_id)`` steps, except gymnasium's TimeLimit and its
+debugging wrappers (env checker, order enforcing). The time limit, the registered
+``spec.max_episode_steps`` (500 for CartPole-v1), is applied once, here, so that the whole state is
+checkpointable from public attributes (the core's ``state`` and ``np_random``; checkpoints hold no
+wrapper state, so wrappers must be stateless).
+
+Observations and rewards must be finite: a nan or inf raises ``ValueError`` naming the environment,
+the agent's seed, the environment index and the step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -36,9 +45,16 @@ class EnvPool:
         if n_envs < 1:
             raise ValueError(f"n_envs: expected >= 1, got {n_envs}")
         try:
-            probe = gym.make(env_id)
+            spec = gym.spec(env_id)
         except gym.error.Error as e:
             raise ValueError(f"env_id: cannot make {env_id!r}: {e}") from e
+        self.max_episode_steps: int | None = spec.max_episode_steps
+        # the registered env with its wrappers, without TimeLimit (applied here) and without
+        # gymnasium's debugging wrappers
+        core_spec = dataclasses.replace(
+            spec, max_episode_steps=None, order_enforce=False, disable_env_checker=True
+        )
+        probe = gym.make(core_spec)
         obs_space, act_space = probe.observation_space, probe.action_space
         if not isinstance(obs_space, spaces.Box) or obs_space.shape != (n_obs,):
             raise ValueError(
@@ -50,33 +66,46 @@ class EnvPool:
                 f"env_id: {env_id!r} has action space {act_space}, but the agent expects "
                 f"Discrete({n_actions})"
             )
-        spec = probe.spec
-        self.max_episode_steps: int | None = None if spec is None else spec.max_episode_steps
         probe.close()
         self.env_id, self.seeds, self.n_envs = env_id, list(seeds), n_envs
         self.n_obs = n_obs
         a = len(seeds)
-        self.cores: list[list[Any]] = [
-            [gym.make(env_id).unwrapped for _ in range(n_envs)] for _ in range(a)
+        self.envs: list[list[Any]] = [
+            [gym.make(core_spec) for _ in range(n_envs)] for _ in range(a)
         ]
         self.elapsed = np.zeros((a, n_envs), dtype=np.int64)  # steps in the current episode
 
     def reset(self) -> np.ndarray:
         """First reset of every environment with its seed; returns obs ``(A, E, n_obs)``."""
         obs = np.empty((len(self.seeds), self.n_envs, self.n_obs), dtype=np.float64)
-        for i, (seed, row) in enumerate(zip(self.seeds, self.cores)):
+        for i, (seed, row) in enumerate(zip(self.seeds, self.envs)):
             for e, env in enumerate(row):
                 obs[i, e] = env.reset(seed=env_seed(seed, e, self.n_envs))[0]
         self.elapsed[:] = 0
+        self._check_finite(obs, None, "reset")
         return obs
 
+    def _check_finite(self, obs: np.ndarray, reward: np.ndarray | None, when: str) -> None:
+        """Raise ValueError naming the first environment with a non-finite observation/reward."""
+        bad = ~np.isfinite(obs).all(-1)
+        if reward is not None:
+            bad |= ~np.isfinite(reward)
+        if bad.any():
+            i, e = (int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(
+                f"env_id: {self.env_id!r} returned a non-finite observation or reward at {when} "
+                f"(agent seed {self.seeds[i]}, environment {e}): obs {obs[i, e].tolist()}"
+                + ("" if reward is None else f", reward {float(reward[i, e])}")
+            )
+
     def step(
-        self, actions: np.ndarray
+        self, actions: np.ndarray, step: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step with ``actions (A, E)``; returns next_obs, final_obs, reward, terminated, truncated.
 
         ``next_obs`` is what to act on next (reset observations where an episode ended);
-        ``final_obs`` is the true successor state of this step (for bootstrapping).
+        ``final_obs`` is the true successor state of this step (for bootstrapping). ``step``: the
+        caller's step count, named in the error for a non-finite observation.
         """
         a, n = actions.shape
         final = np.empty((a, n, self.n_obs), dtype=np.float64)
@@ -90,23 +119,26 @@ class EnvPool:
         )
         acts = actions.tolist()
         nxt = final
-        for i, row in enumerate(self.cores):
+        for i, row in enumerate(self.envs):
             for e, env in enumerate(row):
                 o, r, te, _, _ = env.step(acts[i][e])
                 final[i, e], reward[i, e], term[i, e] = o, r, te
+        self._check_finite(final, reward, f"step {step}")
         done = term | trunc
         if done.any():
             nxt = final.copy()
             for i, e in zip(*np.nonzero(done)):
-                nxt[i, e] = self.cores[i][e].reset()[0]
+                nxt[i, e] = self.envs[i][e].reset()[0]
                 self.elapsed[i, e] = 0
+            self._check_finite(nxt, None, f"the reset after step {step}")
         return nxt, final, reward, term, trunc  # as TimeLimit: truncated even if terminated
 
     # -- checkpointing (only public attributes of the core environments) -------------------------
     def member_state(self, i: int) -> dict[str, Any]:
         """Plain-data state of agent ``i``'s environments."""
         envs = []
-        for env in self.cores[i]:
+        for wrapped in self.envs[i]:
+            env = wrapped.unwrapped
             if not hasattr(env, "state"):
                 raise ValueError(
                     f"env_id: cannot checkpoint {self.env_id!r} (no `state` attribute)"
@@ -127,8 +159,9 @@ class EnvPool:
         envs = state["envs"]
         if len(envs) != self.n_envs:
             raise ValueError(f"state: expected {self.n_envs} environments, got {len(envs)}")
-        for env, s in zip(self.cores[i], envs):
-            env.reset(seed=0)  # creates np_random; everything is overwritten below
+        for wrapped, s in zip(self.envs[i], envs):
+            wrapped.reset(seed=0)  # creates np_random; everything is overwritten below
+            env = wrapped.unwrapped
             env.state = None if s["state"] is None else np.array(s["state"], dtype=np.float64)
             if hasattr(env, "steps_beyond_terminated"):
                 env.steps_beyond_terminated = s["steps_beyond_terminated"]

@@ -1,6 +1,6 @@
 """Training loops: one agent (``train``) or a population in lockstep (``train_population``).
 
-Both yield one row per finished episode, in the experiment protocol of shared/DESIGN.md::
+Both yield one row per finished episode, in the experiment protocol of ``repro`` (metric rows)::
 
     {"step", "episode", "charts/episodic_return", "charts/episodic_length", "wall_time",
      "circuit_calls", "losses/actor", "losses/critic"}
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .a2c import A2C, A2CConfig
+from .a2c import A2C, A2CConfig, check_finite_weights, check_int
 from .agents import Agent
 
 __all__ = ["load_checkpoint", "save_checkpoint", "train", "train_population"]
@@ -61,11 +61,10 @@ def train(
     ``checkpoint_path``: resume from it if it exists; save to it every ``checkpoint_every``
     environment steps (0: only at the end). Yields one row per finished episode.
     """
+    seed = check_int("seed", seed, 0)
     paths = None if checkpoint_path is None else [Path(checkpoint_path)]
-    for _, row in train_population(
-        [agent], [seed], total_steps, config, env_id, paths, checkpoint_every
-    ):
-        yield row
+    rows = train_population([agent], [seed], total_steps, config, env_id, paths, checkpoint_every)
+    return (row for _, row in rows)
 
 
 def train_population(
@@ -76,30 +75,42 @@ def train_population(
     env_id: str = "CartPole-v1",
     checkpoint_paths: Sequence[Path] | None = None,
     checkpoint_every: int = 0,
-    learner_out: list[A2C] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Train agents of one architecture in lockstep; yields ``(agent index, row)``.
 
     Every agent's rows are identical (up to float rounding of the batched kernels) to training it
     alone with ``train(agents[i], total_steps, seeds[i], ...)``. Agents whose checkpoints are at
     different steps (or missing) run as separate lockstep groups, one after another.
-    ``learner_out``: if given, each :class:`A2C` learner is appended to it (to read trained agents).
+    Environments that return a non-finite observation or reward stop training with a ValueError
+    naming the step and the environment; the last checkpoint written stays as it was.
     """
     config = A2CConfig() if config is None else config
     config.validate()
-    if not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps: expected a positive int, got {total_steps!r}")
-    if checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every: expected >= 0, got {checkpoint_every}")
+    total_steps = check_int("total_steps", total_steps, 1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
+    seeds = [check_int(f"seeds[{i}]", s, 0) for i, s in enumerate(seeds)]
+    check_finite_weights(agents)
     if len(agents) != len(seeds) or not agents:
         raise ValueError(f"agents/seeds: need equally many (> 0), got {len(agents)}, {len(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: must be distinct within a population, got {list(seeds)}")
-    paths = (
+    paths: list[Path | None] = (
         [None] * len(agents) if checkpoint_paths is None else [Path(p) for p in checkpoint_paths]
     )
     if len(paths) != len(agents):
         raise ValueError(f"checkpoint_paths: expected {len(agents)}, got {len(paths)}")
+    return _run_groups(agents, seeds, total_steps, config, env_id, paths, checkpoint_every)
+
+
+def _run_groups(
+    agents: Sequence[Agent],
+    seeds: list[int],
+    total_steps: int,
+    config: A2CConfig,
+    env_id: str,
+    paths: list[Path | None],
+    checkpoint_every: int,
+) -> Iterator[tuple[int, dict[str, Any]]]:
     states = [None if p is None or not p.exists() else load_checkpoint(p) for p in paths]
     groups: dict[int, list[int]] = {}  # resume step -> members
     for i, st in enumerate(states):
@@ -109,8 +120,6 @@ def train_population(
         learner = A2C([agents[i] for i in idx], [seeds[i] for i in idx], config, env_id)
         if key >= 0:
             learner.load_member_states([st for i in idx if (st := states[i]) is not None])
-        if learner_out is not None:
-            learner_out.append(learner)
         offsets = [0.0 if (st := states[i]) is None else float(st["wall_time"]) for i in idx]
         for j, row in _run(
             learner, total_steps, [paths[i] for i in idx], checkpoint_every, offsets

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from qa2c.sim import fast, fused
 from qa2c.sim.diagnostics import dead_parameters as _dead_parameters
 from qa2c.sim.diagnostics import output_range as _output_range
-from qa2c.sim.noise import NoiseModel, evaluate_noisy
-from qa2c.sim.shift import parameter_shift
-from qa2c.sim.spec import CircuitSpec, build_tables
+from qa2c.sim.engine import Engine
+from qa2c.sim.noise import NoiseModel
+from qa2c.sim.spec import CircuitSpec
 
 BACKENDS = ("torch", "pennylane")
 GRADIENTS = ("backprop", "parameter_shift")
@@ -121,18 +119,12 @@ class VQC(nn.Module):
         self.noise = NoiseModel(
             shots=shots, depolarizing=depolarizing, readout_error=readout_error, seed=seed
         )
-        self.backend, self.gradient, self.output = backend, gradient, output
+        self.backend, self.gradient = backend, gradient
         self.input_scaling = input_scaling
-        self._tables = build_tables(self.spec)
-        self._consts: dict[tuple[torch.device, torch.dtype], fused.Consts] = {}
-        self._generators: dict[torch.device, torch.Generator] = {}
-        self._pennylane: Any = None
-        if backend == "pennylane":
-            from qa2c.pennylane_backend import PennyLaneCircuit
-
-            self._pennylane = PennyLaneCircuit(
-                self.spec, self.noise, device=device, gradient=gradient
-            )
+        #: evaluates the circuit: constants, random streams and the kernel dispatch table
+        self.engine = Engine(
+            self.spec, self.noise, backend=backend, gradient=gradient, output=output, device=device
+        )
         self.weights = nn.Parameter(
             torch.rand(n_qubits, n_layers, self.spec.n_rot, dtype=dtype) * (2 * math.pi)
         )  # (n, L, k), w[wire, layer, k]
@@ -142,12 +134,6 @@ class VQC(nn.Module):
             else None
         )  # (n_enc, n_inputs)
         self._weights_shape = (n_qubits, n_layers, self.spec.n_rot)
-        self._calls = [0]  # a plain list: nn.Module.__setattr__ is slow on the hot path
-        self.validate = True
-        # the closed-form fast path (qa2c.sim.fast) applies to the whole circuit
-        self._fast_path = (
-            backend == "torch" and gradient == "backprop" and not self.noise.active and not reupload
-        )
 
     # -- public properties -------------------------------------------------------------------
     @property
@@ -166,6 +152,17 @@ class VQC(nn.Module):
     def measure(self) -> tuple[int, ...]:
         return self.spec.measure
 
+    @property
+    def output(self) -> str:
+        """``"expval"`` (⟨Z_i⟩) or ``"prob0"`` ((1 + ⟨Z_i⟩)/2)."""
+        return self.engine.output
+
+    @output.setter
+    def output(self, value: str) -> None:
+        if value not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {value!r}")
+        self.engine.output = value
+
     def extra_repr(self) -> str:
         s = self.spec
         return (
@@ -178,13 +175,13 @@ class VQC(nn.Module):
     @property
     def circuit_calls(self) -> int:
         """Circuit executions so far (a batch of B inputs counts B; parameter shifts count too)."""
-        return self._calls[0]
+        return self.engine.calls
 
     @circuit_calls.setter
     def circuit_calls(self, value: int) -> None:
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"circuit_calls must be a non-negative int, got {value!r}")
-        self._calls[0] = value
+        self.engine.calls = value
 
     def reset_circuit_calls(self) -> int:
         """Set ``circuit_calls`` to 0 and return its previous value."""
@@ -203,28 +200,22 @@ class VQC(nn.Module):
         weights (n_qubits, n_layers, k) take any x (..., n_inputs). input_weights: (*P, n_enc, n_inputs)
         or None (then no input scaling is applied, even if the module has input weights).
         """
-        if self._fast_path and input_weights is None:
-            return self._fast(weights, x)
-        weights, half = self._prepare(weights, x, input_weights)
-        if self._pennylane is not None:
-            out: Tensor = self._pennylane(weights, half)
-            self._calls[0] += out.numel() // len(self.spec.measure)
-        elif self.gradient == "parameter_shift" and torch.is_grad_enabled():
-            out = parameter_shift(self._evaluate, weights, half, self._add_calls)
-        else:
-            out = self._evaluate(weights, half)
-            self._calls[0] += out.numel() // len(self.spec.measure)
-        return (out + 1) / 2 if self.output == "prob0" else out
+        x = self._check(weights, x, input_weights)
+        return self.engine.evaluate(weights, x, input_weights)
 
     def state(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
         """The normalised noiseless final statevector (..., 2**n_qubits), complex (torch simulator)."""
         w = self.weights if weights is None else weights
-        w, half = self._prepare(w, x, self.input_weights)
-        return fused.statevector(self.spec, self._consts_for(w), w, half)
+        x = self._check(w, x, self.input_weights)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains non-finite values (nan or inf)")
+        return self.engine.statevector(w, self.engine.half_angles(w, x, self.input_weights))
 
     def dead_parameters(self) -> Tensor:
         """Bool (n_qubits, n_layers, k): True where the weight cannot influence any measured wire."""
-        dead = _dead_parameters(self.spec)
+        dead = self.engine.dead
+        if dead is None:
+            dead = _dead_parameters(self.spec)
         return torch.as_tensor(dead, device=self.weights.device)
 
     def output_range(
@@ -237,60 +228,13 @@ class VQC(nn.Module):
         (an inner bound of the true range, which always lies inside [-1, 1]).
         """
         return _output_range(
-            self._exact_from_angles, self.spec, self.weights, restarts, steps, seed
+            self.engine.exact_from_angles, self.spec, self.weights, restarts, steps, seed
         )
 
-    # -- internals -----------------------------------------------------------------------------
-    def _consts_for(self, t: Tensor) -> fused.Consts:
-        key = (t.device, t.dtype)
-        consts = self._consts.get(key)
-        if consts is None:
-            consts = fused.Consts(self._tables, t.device, t.dtype, self.spec)
-            self._consts[key] = consts
-        return consts
-
-    def _add_calls(self, calls: int) -> None:
-        self._calls[0] += calls
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        gen = self._generators.get(device)
-        if gen is None:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(self.noise.seed)
-            self._generators[device] = gen
-        return gen
-
-    def _evaluate(self, weights: Tensor, half: Tensor) -> Tensor:
-        """⟨Z⟩ from weights (*P, n, L, k) and encoding half-angles (*X, n_enc, n_in)."""
-        consts = self._consts_for(weights)
-        if not self.noise.active:
-            return fused.expval_z(self.spec, consts, weights, half)
-        return evaluate_noisy(
-            self.spec, consts, self.noise, weights, half, self._generator(weights.device)
-        )
-
-    def _exact_from_angles(self, weights: Tensor, half: Tensor) -> Tensor:
-        consts = self._consts_for(weights)
-        if not self.noise.channels:
-            return fused.expval_z(self.spec, consts, weights, half)
-        exact = NoiseModel(None, self.noise.depolarizing, self.noise.readout_error, self.noise.seed)
-        return evaluate_noisy(self.spec, consts, exact, weights, half, None)
-
-    def _fast(self, weights: Tensor, x: Tensor) -> Tensor:
-        """The hot path: exact expectations of the non-re-uploading circuit, no input scaling."""
-        x = self._check(weights, x)
-        consts = self._consts_for(weights)
-        if consts.fast is None:  # not reached: _fast_path excludes re-uploading
-            raise RuntimeError("the fast path needs a circuit without re-uploading")
-        r = fast.product_state(consts.fast, x)  # (..., 2^n_in), non-finite iff x is
-        if self.validate and not math.isfinite(r.sum().item()):
-            raise ValueError("x contains non-finite values (nan or inf)")
-        out = fused.expval_z_real(self.spec, consts, weights, r, self.output)
-        self._calls[0] += out.numel() // len(self.spec.measure)
-        return out
-
-    def _check(self, weights: Tensor, x: Tensor) -> Tensor:
-        """Validate the shapes and dtypes of weights and x; return x on weights' device/dtype."""
+    # -- validation ----------------------------------------------------------------------------
+    def _check(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
+        """Validate the shapes and dtypes of weights, x and input_weights; return x on weights'
+        device and dtype. (The engine rejects non-finite x where it reads x.)"""
         spec = self.spec
         if not isinstance(weights, Tensor):
             raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
@@ -313,19 +257,6 @@ class VQC(nn.Module):
                 f"stacked weights {tuple(weights.shape)} need x with shape (*P, B, n_inputs) of at least "
                 f"{weights.ndim - 1} dims, got x {tuple(x.shape)}"
             )
-        if x.dtype is not dtype or x.device != weights.device:
-            x = x.to(device=weights.device, dtype=dtype)
-        return x
-
-    def _prepare(
-        self, weights: Tensor, x: Tensor, input_weights: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """Validate; return weights and the encoding half-angles (..., n_enc, n_inputs)."""
-        spec = self.spec
-        x = self._check(weights, x)
-        if self.validate and not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains non-finite values (nan or inf)")
-        xs = x.unsqueeze(-2)  # (..., 1, n_in)
         if input_weights is not None:
             if (
                 not isinstance(input_weights, Tensor)
@@ -346,16 +277,6 @@ class VQC(nn.Module):
                     f"stacked input_weights {tuple(input_weights.shape)} need x of at least "
                     f"{input_weights.ndim} dims, got x {tuple(x.shape)}"
                 )
-            lam = input_weights.to(weights.dtype)
-            # stacked (*P, n_enc, n_in) lines up with x (*P, B, n_in): add the B axis
-            xs = xs * (lam.unsqueeze(-3) if lam.ndim > 2 else lam)  # (..., n_enc, n_in)
-        elif spec.reupload:
-            xs = xs.expand(*xs.shape[:-2], spec.n_enc, spec.n_inputs)
-        return weights, self._half_angles(xs, weights)
-
-    def _half_angles(self, xs: Tensor, weights: Tensor) -> Tensor:
-        """θ/2 of every encoding RX. (..., n_enc, n_in)."""
-        if self.spec.encoding == "angle":
-            return xs * 0.5
-        consts = self._consts_for(weights)
-        return torch.where(consts.enc_atan, torch.atan(xs), xs * consts.enc_half_scale)
+        if x.dtype is not dtype or x.device != weights.device:
+            x = x.to(device=weights.device, dtype=dtype)
+        return x

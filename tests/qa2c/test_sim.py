@@ -20,8 +20,10 @@ from qa2c.sim import (
     apply_cnot,
     apply_cz,
     apply_gate,
+    engine,
     expval_z,
     expval_zz,
+    fast,
     fused,
     probabilities,
     zero_state,
@@ -146,7 +148,7 @@ def test_norm_preserved_and_layers_unitary(reupload: bool) -> None:
     psi = vqc.state(torch.randn(6, 3, dtype=F64))
     assert psi.shape == (6, 32)
     torch.testing.assert_close(psi.abs().square().sum(-1), torch.ones(6, dtype=F64))
-    mats = fused.layer_matrices(vqc.spec, vqc._consts_for(vqc.weights), vqc.weights.detach())
+    mats = fused.layer_matrices(vqc.spec, vqc.engine.consts(vqc.weights), vqc.weights.detach())
     eye = torch.eye(32, dtype=torch.complex128)
     torch.testing.assert_close(mats @ mats.mH, eye.expand_as(mats), atol=1e-12, rtol=0)
 
@@ -186,16 +188,17 @@ def test_hand_written_backward_matches_autograd(
     limit: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both backward strategies (Jacobian-in-forward and chain/Kronecker) against plain autograd."""
-    monkeypatch.setattr(fused, "JACOBIAN_LIMIT", limit)
+    monkeypatch.setattr(engine, "JACOBIAN_LIMIT", limit)
     torch.manual_seed(1)
     for n, n_in, layers, rot in [(4, 4, 3, "ZYZ"), (3, 2, 2, "XY"), (1, 1, 1, "Z")]:
         vqc = VQC(n, layers, encoding="angle", n_inputs=n_in, rotations=rot, dtype=F64)
-        c = vqc._consts_for(vqc.weights)
+        c = vqc.engine.consts(vqc.weights)
         w = torch.rand(2, n, layers, len(rot), dtype=F64, requires_grad=True)
         x = torch.randn(2, 3, n_in, dtype=F64, requires_grad=True)
-        ours = fused.expval_z(vqc.spec, c, w, x.unsqueeze(-2) * 0.5)
-        r = fused.product_state(vqc.spec, c, x * 0.5)
-        total = fused.chain_product(fused.layer_matrices_autograd(vqc.spec, c, w))
+        ours = vqc.functional(w, x)
+        assert c.fast is not None
+        r = fast.product_state(c.fast, x, x * 0.5)
+        total = fused.chain_product(autograd_layer_matrices(vqc, w))
         tr = torch.view_as_real(total[..., :: 2 ** (n - n_in), :]).flatten(-2)
         ref = (r @ tr).square() @ c.readout2
         probe = torch.randn_like(ours)
@@ -204,6 +207,33 @@ def test_hand_written_backward_matches_autograd(
         torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
         for a, b in zip(g1, g2, strict=True):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def autograd_layer_matrices(vqc: VQC, w: torch.Tensor) -> torch.Tensor:
+    """The layer matrices M_lᵀ from the per-wire rotation gates by plain autograd, (*P, L, D, D):
+    a kron of the 2×2 gates, then the entangler as a matrix (the reference, no shortcuts)."""
+    spec = vqc.spec
+    gates = {"X": RX, "Y": RY, "Z": RZ}
+    ent = torch.eye(spec.dim, dtype=torch.complex128)
+    for kind, a, b in spec.gates:
+        gate = CNOT(torch.complex128) if kind == "cnot" else CZ(torch.complex128)
+        ent = apply_gate(ent.mT, gate, (a, b), spec.n_qubits).mT  # columns are states
+    mats = []
+    for layer in range(spec.n_layers):
+        u = torch.ones(*w.shape[:-3], 1, 1, dtype=torch.complex128)
+        for wire in range(spec.n_qubits):
+            r = torch.eye(2, dtype=torch.complex128).expand(*w.shape[:-3], 2, 2)
+            for j, axis in enumerate(spec.rotations):
+                r = gates[axis](w[..., wire, layer, j]) @ r
+            u = (u[..., :, None, :, None] * r[..., None, :, None, :]).flatten(-4, -3).flatten(-2)
+        m = u @ ent if spec.layer_order == "entangler_first" else ent @ u
+        mats.append(m)
+    out = torch.stack(mats, -3).mT  # (*P, L, D, D) transposed
+    # the real path folds the encoding phase diag((-i)^popcount of the encoded bits) into layer 0
+    idx = torch.arange(spec.dim)
+    pop = sum((idx >> (spec.n_qubits - 1 - w)) & 1 for w in range(spec.n_inputs))
+    phase = torch.tensor([(-1j) ** int(p) for p in pop], dtype=torch.complex128)[:, None]
+    return torch.cat([out[..., :1, :, :] * phase, out[..., 1:, :, :]], -3)
 
 
 # -- light cone ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qa2c.sim.spec import CircuitSpec
+from qa2c.sim.spec import CircuitSpec, two_qubit_gate
 
 Op = tuple[str, int, int, tuple[int, int, int] | None]  # (kind, wire_a, wire_b, weight index)
 
@@ -76,13 +76,7 @@ class _Paulis:
         return s | (s & anti)[self.idx ^ p]
 
     def clifford(self, s: np.ndarray, kind: str, a: int, b: int) -> np.ndarray:
-        ba, bb = self.bit(a), self.bit(b)
-        x, z = self.x.copy(), self.z.copy()
-        if kind == "cnot":  # X_a -> X_a X_b, Z_b -> Z_a Z_b
-            x ^= np.where(self.x & ba, bb, 0)
-            z ^= np.where(self.z & bb, ba, 0)
-        else:  # CZ: X_a -> X_a Z_b, X_b -> Z_a X_b
-            z ^= np.where(self.x & ba, bb, 0) | np.where(self.x & bb, ba, 0)
+        x, z = two_qubit_gate(kind).pauli(self.x, self.z, self.bit(a), self.bit(b))
         out = np.zeros_like(s)
         out[(x << self.n) | z] = s
         return out

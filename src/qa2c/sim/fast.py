@@ -21,8 +21,9 @@ Backward: with G the gradient of W (complex, conjugate-Wirtinger),
 ∂loss/∂θ_{w,l,j} = ½·Re Σ_e H_l[e]·LOO_{l,w}[e]·R_{w,l}^{(j)}[entry_w(e)] with
 H_l = Suf_l·G^H·Pre_l (in X_lᵀ's layout) and R^{(j)} = R(θ_j + π) = 2·∂R/∂θ_j: two matmuls for all
 layers, one gather of H into the LOO rows' order, one multiply, one sum per quarter (the four
-entries of wire w's 2×2) and one contraction for all weights. First order only (a double
-backward raises).
+entries of wire w's 2×2) and one contraction for all weights. Weights outside the light cone
+(``dead``) get an exactly zero gradient. Higher orders (``create_graph=True``: a Hessian, a
+gradient penalty) differentiate the same forward written in plain autograd ops (``expval_autograd``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from qa2c.sim.spec import CircuitSpec, Tables, bit_table, signed_permutation
+from qa2c.sim.spec import PAULI, CircuitSpec, Tables, bit_table, signed_permutation
 
 #: encodings of at most this many inputs use the trigonometric-polynomial product state
 ENC_POLY_MAX_INPUTS = 6
@@ -66,9 +66,16 @@ class FastConsts:
     """Constant tensors of the fast path for one spec on one (device, dtype)."""
 
     def __init__(
-        self, spec: CircuitSpec, tables: Tables, device: torch.device, dtype: torch.dtype
+        self,
+        spec: CircuitSpec,
+        tables: Tables,
+        device: torch.device,
+        dtype: torch.dtype,
+        live: Tensor | None = None,
     ) -> None:
         n, k, n_layers, dim = spec.n_qubits, spec.n_rot, spec.n_layers, spec.dim
+        #: (n, L, k) 1.0 for weights in the light cone, 0.0 for dead ones (None: none are dead)
+        self.live = live
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         self.n, self.k, self.n_layers, self.dim = n, k, n_layers, dim
         self.stride = 2 ** (n - spec.n_inputs)
@@ -218,18 +225,13 @@ def _cosine_form(
 def _fourier(rotations: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R = R_{k-1}(θ_{k-1})⋯R_0(θ_0) as cos(θ/2 @ freq + offset) @ coef, coef (F, 8): the
     row-major entries of R as (re, im)."""
-    pauli = {
-        "X": np.array([[0, 1], [1, 0]]),
-        "Y": np.array([[0, -1j], [1j, 0]]),
-        "Z": np.array([[1, 0], [0, -1]]),
-    }
 
     def entries(half: np.ndarray) -> np.ndarray:
         out = []
         for h in half:
             mat = np.eye(2, dtype=complex)
             for j, axis in enumerate(rotations):
-                mat = (math.cos(h[j]) * np.eye(2) - 1j * math.sin(h[j]) * pauli[axis]) @ mat
+                mat = (math.cos(h[j]) * np.eye(2) - 1j * math.sin(h[j]) * PAULI[axis]) @ mat
             out.append(np.stack([mat.reshape(4).real, mat.reshape(4).imag], -1).reshape(8))
         return np.array(out)
 
@@ -253,11 +255,16 @@ def fits(c: FastConsts, weights: Tensor, limit: int) -> bool:
     return c.size * (weights.numel() // (c.n * c.n_layers * c.k)) <= limit
 
 
-def product_state(c: FastConsts, x: Tensor) -> Tensor:
+def product_state(c: FastConsts, x: Tensor, half: Tensor | None = None) -> Tensor:
     """The real RX product state of the encoded wires. x (*X, n_in) -> r (*X, 2^n_in).
 
+    With ``half`` (*X, n_in) the encoding half-angles are given (input scaling) and x is unused.
     Non-finite inputs give a non-finite r (also on atan inputs, where atan(±inf) is finite).
     """
+    if half is not None:  # r_b = Π_i (cos h_i, sin h_i)[bit_i(b)]
+        pairs = torch.cos(half.unsqueeze(-1) + c.enc_negoff).flatten(-2)  # (*X, n_in·2)
+        gathered = pairs.index_select(-1, c.enc_gather)  # (*X, n_in·2^n_in)
+        return _prod_dim(gathered.view(*gathered.shape[:-1], c.n_inputs, -1), -2)
     if c.enc_poly is not None:
         lin, atan, off, coef = c.enc_poly
         x2 = x.reshape(-1, c.n_inputs)  # (N, n_in)
@@ -273,6 +280,15 @@ def product_state(c: FastConsts, x: Tensor) -> Tensor:
     pairs = half.cos_().flatten(-2)  # (*X, n_in·2): cos h, sin h per input
     gathered = pairs.index_select(-1, c.enc_gather)  # (*X, n_in·2^n_in)
     return gathered.view(*gathered.shape[:-1], c.n_inputs, -1).prod(-2)
+
+
+def _prod_dim(t: Tensor, dim: int) -> Tensor:
+    """Product over ``dim`` as a chain of multiplies (a differentiable product even through zeros)."""
+    parts = t.unbind(dim)
+    out = parts[0]
+    for part in parts[1:]:
+        out = out * part
+    return out
 
 
 def _layers(c: FastConsts, weights: Tensor) -> Tensor:
@@ -350,23 +366,51 @@ class _FastExpval(torch.autograd.Function):
         out, amps, wr = _readout(c, ro, w_total, r)
         ctx.c, ctx.ro = c, ro
         # intermediates ride on ctx (the docs' rule: save_for_backward is for inputs and outputs)
-        ctx.save_for_backward(r)
+        ctx.save_for_backward(weights, r)
         ctx.w_shape = weights.shape
         ctx.parts = (amps, wr, pres_t, sufs_t, prods, rot) if need_w else (amps, wr)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        if torch.is_grad_enabled():  # create_graph=True: a later double backward must raise
-            return _backward_once(ctx, grad)
+        if torch.is_grad_enabled():  # create_graph=True: differentiable to any order
+            weights, r = ctx.saved_tensors
+            return differentiable_backward(
+                lambda w, r_: expval_autograd(ctx.c, ctx.ro, w, r_), ctx, grad, weights, r
+            )
         return _backward(ctx, grad)
+
+
+def differentiable_backward(
+    forward: Callable[[Tensor, Tensor], Tensor],
+    ctx: Any,
+    grad: Tensor,
+    weights: Tensor,
+    other: Tensor,
+) -> tuple[Tensor | None, Tensor | None, None, None]:
+    """The backward of a hand-written Function under ``create_graph=True``: ``forward`` in plain
+    autograd ops is recomputed from the saved inputs and differentiated with a graph, so the
+    gradient is itself differentiable (Hessians, gradient penalties)."""
+    need = ctx.needs_input_grad[:2]
+    inputs = [t for t, n in zip((weights, other), need, strict=True) if n]
+    with torch.enable_grad():
+        out = forward(weights, other)
+        grads = list(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True))
+    g_w = grads.pop(0) if need[0] else None
+    g_o = grads.pop(0) if need[1] else None
+    return (
+        None if g_w is None else g_w,
+        None if g_o is None else g_o,
+        None,
+        None,
+    )
 
 
 def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
     """The backward of ``_FastExpval`` (first order: saved tensors carry no graph)."""
     c: FastConsts = ctx.c
     ro: Readout = ctx.ro
-    (r,) = ctx.saved_tensors
+    _, r = ctx.saved_tensors
     amps, wr, *rest = ctx.parts
     # ∂⟨Z⟩/∂amps = 2·amps·S; the 2 cancels the ½ of ∂R/∂θ = R^{(j)}/2 below
     grad_r = None
@@ -399,12 +443,19 @@ def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Non
     shifted = rot[..., 8 : 8 * (1 + c.k)].view(*rot.shape[:-1], c.k, 8)  # (re, -im) of R^{(j)}
     # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
     dw = (shifted * torch.view_as_real(bins).view(*p, n, n_layers, 1, 8)).sum(-1)
+    if c.live is not None:  # exactly zero, not round-off, for weights outside the light cone
+        dw = dw * c.live
     if dw.shape != ctx.w_shape:
         dw = dw.sum_to_size(ctx.w_shape)
     return dw, grad_r, None, None
 
 
-_backward_once = once_differentiable(_backward)
+def expval_autograd(c: FastConsts, ro: Readout, weights: Tensor, r: Tensor) -> Tensor:
+    """The forward of ``_FastExpval`` in plain autograd ops (any order of derivatives, torch.func
+    transforms). Dead weights are cut from the graph, so their gradient is exactly zero."""
+    if c.live is not None:
+        weights = torch.where(c.live.bool(), weights, weights.detach())
+    return _readout(c, ro, _chain(c, _layers(c, weights), keep=False)[0], r)[0]
 
 
 def expval_z(c: FastConsts, weights: Tensor, r: Tensor, output: str = "expval") -> Tensor:

@@ -14,11 +14,12 @@ parameter set, D = 2**n_qubits:
   into the layer matrices, and every encoding block costs one elementwise phase multiply.
 
 Gradients: the non-re-uploading path is one custom autograd Function with a hand-written backward:
-``qa2c.sim.fast`` (closed form, a few dozen kernels whatever the depth) while its tables stay under
-``JACOBIAN_LIMIT``, else ``_FusedExpval`` (back-propagation through the layer chain and the
+``qa2c.sim.fast`` (closed form, a few dozen kernels whatever the depth) while its tables stay small,
+else ``FusedExpval`` (back-propagation through the layer chain and the
 Kronecker factors; the shift rule at matrix level, ∂R_P(θ)/∂θ = R_P(θ + π)/2). The layer matrices of
-the other paths use ``_LayerMatrices`` (same identity). All are first-order only (no double
-backward); everything else is plain autograd.
+the other paths use ``_LayerMatrices`` (same identity). Under ``create_graph=True`` each of them
+differentiates its forward written in plain autograd ops instead (any order); everything else is
+plain autograd. Which kernel runs is decided in one place: ``qa2c.sim.engine``.
 
 Shapes: weights (*P, n, L, k); half-angles (*X, n_enc, n_in) with θ/2 of each encoding RX. The batch
 dims broadcast like matmul: the unitary batch *P against the input batch *X minus its last dim.
@@ -32,32 +33,34 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from qa2c.sim import fast
 from qa2c.sim.spec import CircuitSpec, Tables
 
 HALF_PI = math.pi / 2
-#: the closed-form path ``qa2c.sim.fast`` is used while its leave-one-out table has at most this
-#: many complex entries per call (L·n·4**n per parameter set; the paper circuit: 2,048).
-JACOBIAN_LIMIT = 1_000_000
 
 
 class Consts:
-    """The Tables of a spec as tensors on one (device, dtype)."""
+    """The Tables of a spec as tensors on one (device, dtype); ``dead`` (n, L, k) marks the weights
+    outside the light cone (their gradients are set to exactly zero), None if unknown."""
 
     def __init__(
         self,
         tables: Tables,
         device: torch.device,
         dtype: torch.dtype,
-        spec: CircuitSpec | None = None,
+        spec: CircuitSpec,
+        dead: np.ndarray | None = None,
     ) -> None:
-        #: the closed-form path's constants (None: not available, e.g. with re-uploading)
+        #: (n, L, k) 1.0 for live weights, 0.0 for dead ones; None when no weight is known dead
+        self.live = (
+            None
+            if dead is None or not dead.any()
+            else torch.as_tensor(~dead, dtype=dtype, device=device)
+        )
+        #: the closed-form path's constants (None: not available with re-uploading)
         self.fast = (
-            fast.FastConsts(spec, tables, device, dtype)
-            if spec is not None and not spec.reupload
-            else None
+            None if spec.reupload else fast.FastConsts(spec, tables, device, dtype, self.live)
         )
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         self.dtype, self.cdtype = dtype, cdtype
@@ -132,14 +135,18 @@ class _LayerMatrices(torch.autograd.Function):
     def forward(ctx: Any, weights: Tensor, spec: CircuitSpec, c: Consts, const: Tensor) -> Tensor:
         rot = _rotations(spec, c, weights, shifted=True)  # (*P, L, n, 1+k, 4)
         factors = _kron_factors(spec, c, rot[..., 0, :])  # (*P, L, n, D²)
-        ctx.save_for_backward(rot[..., 1:, :], factors, const)
+        ctx.save_for_backward(rot[..., 1:, :], factors, const, weights)
         ctx.spec, ctx.c = spec, c
         return prod_dim(factors, -2) * const
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        shifted, factors, const = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        shifted, factors, const, weights = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable to any order
+            with torch.enable_grad():
+                mats = _layer_matrices_autograd(ctx.spec, ctx.c, weights, const)
+                (g,) = torch.autograd.grad(mats, weights, grad, create_graph=True)
+            return g, None, None, None
         return _layer_weight_grad(ctx.c, grad, shifted, factors, const), None, None, None
 
 
@@ -169,11 +176,11 @@ def _layer_weight_grad(
     index = c.kron_entry.expand(*q.shape[:-3], -1, -1, 2)  # (*P, L, n, D², 2)
     bins = q.new_zeros(*q.shape[:-2], 4, 2).scatter_add_(-2, index, q)  # (*P, L, n, 4, 2)
     sums = torch.view_as_complex(bins).unsqueeze(-1)  # (*P, L, n, 4, 1)
-    dw = torch.view_as_real(shifted @ sums)[..., 0, 0] * 0.5  # (*P, L, n, k)
-    return dw.transpose(-3, -2)
+    dw = torch.view_as_real(shifted @ sums)[..., 0, 0].transpose(-3, -2) * 0.5  # (*P, n, L, k)
+    return dw if c.live is None else dw * c.live  # dead weights: exactly zero
 
 
-class _FusedExpval(torch.autograd.Function):
+class FusedExpval(torch.autograd.Function):
     """The whole non-re-uploading circuit, (weights (*P, n, L, k), r (*X, 2^n_in)) -> ⟨Z⟩ (*O, m).
 
     Forward: layer matrices, their product T, amplitudes r @ T (real/imag interleaved), squares,
@@ -200,10 +207,13 @@ class _FusedExpval(torch.autograd.Function):
         return amps.square() @ c.readout2
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         weights, r, tr, amps, mats, shifted, factors, *prefix = ctx.saved_tensors
         spec, c, stride = ctx.spec, ctx.c, ctx.stride
+        if torch.is_grad_enabled():  # create_graph=True: differentiable to any order
+            return fast.differentiable_backward(
+                lambda w, r_: expval_autograd(spec, c, w, r_), ctx, grad, weights, r
+            )
         g_amps = amps * (grad @ c.readout2_t)  # (*O, 2D), half the gradient of the amplitudes
         grad_r = None
         if ctx.needs_input_grad[1]:
@@ -230,14 +240,19 @@ class _FusedExpval(torch.autograd.Function):
         return grad_w.sum_to_size(weights.shape), grad_r, None, None
 
 
-def layer_matrices(spec: CircuitSpec, c: Consts, weights: Tensor, phase: bool = True) -> Tensor:
+def layer_matrices(
+    spec: CircuitSpec, c: Consts, weights: Tensor, phase: bool = True, autograd: bool = False
+) -> Tensor:
     """Transposed layer matrices M_lᵀ. (*P, L, D, D) complex.
 
     With ``phase`` (and no re-uploading) layer 0 also carries diag((-i)^popcount) of the real path.
-    Differentiable in ``weights`` through a hand-written backward (first order only).
+    Differentiable in ``weights`` through a hand-written backward, or with ``autograd`` through
+    plain autograd ops (torch.func transforms).
     """
     const = c.layer_const if phase else c.layer_const_plain  # (L, D²)
-    if torch.is_grad_enabled() and weights.requires_grad:
+    if autograd:
+        mats = _layer_matrices_autograd(spec, c, weights, const)
+    elif torch.is_grad_enabled() and weights.requires_grad:
         mats = _LayerMatrices.apply(weights, spec, c, const)
     else:
         rot = _rotations(spec, c, weights, shifted=False)[..., 0, :]
@@ -245,14 +260,24 @@ def layer_matrices(spec: CircuitSpec, c: Consts, weights: Tensor, phase: bool = 
     return mats.unflatten(-1, (spec.dim, spec.dim))
 
 
-def layer_matrices_autograd(
-    spec: CircuitSpec, c: Consts, weights: Tensor, phase: bool = True
+def _layer_matrices_autograd(
+    spec: CircuitSpec, c: Consts, weights: Tensor, const: Tensor
 ) -> Tensor:
-    """``layer_matrices`` differentiated by plain autograd (the reference for tests; slower)."""
-    const = c.layer_const if phase else c.layer_const_plain
+    """The forward of ``_LayerMatrices`` in plain autograd ops. (*P, L, D²); dead weights are cut
+    from the graph (exactly zero gradient)."""
+    if c.live is not None:
+        weights = torch.where(c.live.bool(), weights, weights.detach())
     rot = _rotations(spec, c, weights, shifted=False)[..., 0, :]
-    mats = prod_dim(_kron_factors(spec, c, rot), -2) * const
-    return mats.unflatten(-1, (spec.dim, spec.dim))
+    return prod_dim(_kron_factors(spec, c, rot), -2) * const
+
+
+def expval_autograd(spec: CircuitSpec, c: Consts, weights: Tensor, r: Tensor) -> Tensor:
+    """⟨Z⟩ of the non-re-uploading circuit from r, in plain autograd ops (any order, torch.func)."""
+    mats = _layer_matrices_autograd(spec, c, weights, c.layer_const)
+    total = chain_product(mats.unflatten(-1, (spec.dim, spec.dim)))
+    stride = 2 ** (spec.n_qubits - spec.n_inputs)
+    rows = total[..., ::stride, :] if stride > 1 else total
+    return (r @ torch.view_as_real(rows).flatten(-2)).square() @ c.readout2
 
 
 def prod_dim(t: Tensor, dim: int) -> Tensor:
@@ -276,32 +301,29 @@ def chain_product(mats: Tensor) -> Tensor:
     return mats[..., 0, :, :]
 
 
-def product_state(spec: CircuitSpec, c: Consts, half: Tensor) -> Tensor:
-    """Real part r of the RX-encoded product state on the encoded wires. (*X, n_in) -> (*X, 2^n_in)."""
-    n_in = spec.n_inputs
-    pairs = torch.cos(half.unsqueeze(-1) - c.offsets)  # (*X, n_in, 2): cos, sin
-    gathered = pairs.flatten(-2).index_select(-1, c.enc_gather)  # (*X, n_in·2^n_in)
-    return prod_dim(gathered.unflatten(-1, (n_in, 2**n_in)), -2)
-
-
-def unitary_real(spec: CircuitSpec, c: Consts, weights: Tensor) -> Tensor:
+def unitary_real(spec: CircuitSpec, c: Consts, weights: Tensor, autograd: bool = False) -> Tensor:
     """(diag(phase)·Wᵀ) restricted to encoded rows, as real (*P, 2^n_in, 2D) (re/im interleaved)."""
-    total = chain_product(layer_matrices(spec, c, weights))  # (*P, D, D)
+    total = chain_product(layer_matrices(spec, c, weights, autograd=autograd))  # (*P, D, D)
     stride = 2 ** (spec.n_qubits - spec.n_inputs)
     rows = total[..., ::stride, :] if stride > 1 else total  # only rows with unencoded wires in |0⟩
     return torch.view_as_real(rows).flatten(-2)
 
 
-def state_interleaved(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:
+def state_interleaved(
+    spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor, autograd: bool = False
+) -> Tensor:
     """Final state as interleaved (re, im). (*O, 2D); with re-uploading its norm is D, not 1."""
-    if not spec.reupload:
-        r = product_state(spec, c, half.squeeze(-2))  # (*X, 2^n_in)
-        return r @ unitary_real(spec, c, weights)
-    return _reupload_interleaved(spec, c, weights, half)
+    if c.fast is not None:
+        r = fast.product_state(c.fast, half, half.squeeze(-2))  # (*X, 2^n_in)
+        return r @ unitary_real(spec, c, weights, autograd)
+    return reupload_interleaved(spec, c, weights, half, autograd)
 
 
-def _reupload_interleaved(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:
-    mats = layer_matrices(spec, c, weights)  # (*P, L, D, D) = M_lᵀ
+def reupload_interleaved(
+    spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor, autograd: bool = False
+) -> Tensor:
+    """The re-uploading circuit's final state, interleaved (re, im), norm D. (*O, 2D)."""
+    mats = layer_matrices(spec, c, weights, autograd=autograd)  # (*P, L, D, D) = M_lᵀ
     left = c.hadamard @ mats  # H·M_lᵀ  (unnormalised)
     kt = left[..., :-1, :, :] @ c.hadamard_scaled  # (H M H)ᵀ for l < L, unitary
     phases = torch.exp((half @ c.enc_signs) * -1j)  # (*X, L, D): e^{-i Σ_w (θ_w/2) z_w}
@@ -310,28 +332,6 @@ def _reupload_interleaved(spec: CircuitSpec, c: Consts, weights: Tensor, half: T
         phi = (phi @ kt[..., layer, :, :]) * phases[..., layer + 1, :]  # rows are inputs
     psi = phi @ left[..., -1, :, :]  # (*O, D), norm √D·√D
     return torch.view_as_real(psi).flatten(-2)
-
-
-def expval_z(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:
-    """⟨Z_m⟩ for the measured wires. (*O, n_measure)."""
-    if spec.reupload:
-        return _reupload_interleaved(spec, c, weights, half).square() @ c.readout2_reupload
-    r = product_state(spec, c, half.squeeze(-2))  # (*X, 2^n_in)
-    return expval_z_real(spec, c, weights, r)
-
-
-def expval_z_real(
-    spec: CircuitSpec, c: Consts, weights: Tensor, r: Tensor, output: str = "expval"
-) -> Tensor:
-    """⟨Z_m⟩ (*O, n_measure) of the non-re-uploading circuit from the real product state r;
-    ``output="prob0"``: P(wire m reads 0) = (1 + ⟨Z_m⟩)/2."""
-    if c.fast is not None and fast.fits(c.fast, weights, JACOBIAN_LIMIT):
-        return fast.expval_z(c.fast, weights, r, output)
-    if torch.is_grad_enabled() and (weights.requires_grad or r.requires_grad):
-        out: Tensor = _FusedExpval.apply(weights, r, spec, c)
-    else:
-        out = (r @ unitary_real(spec, c, weights)).square() @ c.readout2
-    return (out + 1) / 2 if output == "prob0" else out
 
 
 def statevector(spec: CircuitSpec, c: Consts, weights: Tensor, half: Tensor) -> Tensor:

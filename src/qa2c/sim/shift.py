@@ -3,7 +3,8 @@
 Every gate is a Pauli rotation R_P(θ) = exp(-iθP/2), so ∂f/∂θ = [f(θ + π/2) - f(θ - π/2)] / 2.
 Encoding angles enter as half-angles h = θ/2, so ∂f/∂h = f(h + π/4) - f(h - π/4). The shifted
 circuits of all parameters are evaluated as one stacked batch; every shifted evaluation is a
-circuit execution (counted) and, with shots, is itself sampled.
+circuit execution (counted) and, with shots, is itself sampled. First order only: a request for a
+second derivative (``create_graph=True``) raises instead of returning a constant gradient.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class _ParameterShift(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "the parameter-shift gradient is first order only: a second derivative "
+                "(create_graph=True, hessian, torch.func transforms) is not supported; use "
+                "gradient='backprop' on the torch backend"
+            )
         weights, half = ctx.saved_tensors
         evaluate, on_calls = ctx.evaluate, ctx.on_calls
         n_sets, n_inputs = half.shape[0], half.shape[1]
@@ -64,7 +71,7 @@ def parameter_shift(
 ) -> Tensor:
     """⟨Z⟩ with parameter-shift gradients. weights (*P, n, L, k), half (*X, n_enc, n_in) -> (*O, m).
 
-    ``evaluate`` must broadcast like ``qa2c.sim.fused.expval_z``; ``on_calls`` receives the number
+    ``evaluate`` must broadcast like the engine's kernels (matmul-style); ``on_calls`` receives the number
     of circuit executions of the forward pass and of each backward pass.
     """
     n_p = weights.ndim - 3

@@ -14,6 +14,7 @@ is applied once before the first layer, or before every layer when ``reupload=Tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,64 @@ ENCODINGS = ("cartpole_paper", "angle")
 ENTANGLERS = ("cnot_ring", "cnot_chain", "cz_ring", "cz_chain", "cnot_all", "none")
 LAYER_ORDERS = ("entangler_first", "rotations_first")
 PAULI_AXES = "XYZ"
+#: The one Pauli table of the package (complex 2×2 numpy matrices).
+PAULI: dict[str, np.ndarray] = {
+    "I": np.eye(2, dtype=complex),
+    "X": np.array([[0, 1], [1, 0]], dtype=complex),
+    "Y": np.array([[0, -1j], [1j, 0]], dtype=complex),
+    "Z": np.array([[1, 0], [0, -1]], dtype=complex),
+}
+
+BasisAction = Callable[[np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]
+PauliAction = Callable[[np.ndarray, np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TwoQubitGate:
+    """An entangler gate: everything the simulator, the light cone and PennyLane need of it.
+
+    ``basis(idx, mask_a, mask_b)``: the gate as a signed permutation of basis indices,
+    (Gψ)[c] = sign[c]·ψ[perm[c]], with ``mask_a``, ``mask_b`` the bits of wires a and b.
+    ``pauli(x, z, mask_a, mask_b)``: the conjugation G·P·G† of the Pauli strings (x, z) (sign-free).
+    """
+
+    pennylane: str
+    basis: BasisAction
+    pauli: PauliAction
+
+
+def _cnot_basis(idx: np.ndarray, ma: int, mb: int) -> tuple[np.ndarray, np.ndarray]:
+    return idx ^ np.where(idx & ma, mb, 0), np.ones(len(idx))
+
+
+def _cnot_pauli(x: np.ndarray, z: np.ndarray, ma: int, mb: int) -> tuple[np.ndarray, np.ndarray]:
+    # X_a -> X_a X_b, Z_b -> Z_a Z_b
+    return x ^ np.where(x & ma, mb, 0), z ^ np.where(z & mb, ma, 0)
+
+
+def _cz_basis(idx: np.ndarray, ma: int, mb: int) -> tuple[np.ndarray, np.ndarray]:
+    return idx, 1.0 - 2.0 * (((idx & ma) != 0) & ((idx & mb) != 0))
+
+
+def _cz_pauli(x: np.ndarray, z: np.ndarray, ma: int, mb: int) -> tuple[np.ndarray, np.ndarray]:
+    # X_a -> X_a Z_b, X_b -> Z_a X_b
+    return x, z ^ (np.where(x & ma, mb, 0) | np.where(x & mb, ma, 0))
+
+
+#: The gate registry: every two-qubit gate an entangler may use.
+TWO_QUBIT_GATES: dict[str, TwoQubitGate] = {
+    "cnot": TwoQubitGate("CNOT", _cnot_basis, _cnot_pauli),
+    "cz": TwoQubitGate("CZ", _cz_basis, _cz_pauli),
+}
+
+
+def two_qubit_gate(kind: str) -> TwoQubitGate:
+    """The registered gate ``kind``; ValueError for a gate the registry does not know."""
+    gate = TWO_QUBIT_GATES.get(kind)
+    if gate is None:
+        raise ValueError(f"unknown two-qubit gate {kind!r}; registered: {sorted(TWO_QUBIT_GATES)}")
+    return gate
+
 
 #: The QA2C paper's CartPole encoding, RX(θ_i) on wire i: θ_0 = π·x_0/4.8, θ_1 = 2·atan(x_1),
 #: θ_2 = π·x_2/0.418, θ_3 = 2·atan(x_3). Stored as (kind, scale): linear θ = scale·x, or atan θ = 2·atan(x).
@@ -71,11 +130,9 @@ def signed_permutation(
     idx = np.arange(dim)
     perm, sign = idx.copy(), np.ones(dim)
     for kind, a, b in gates:
-        bit_a, bit_b = (idx >> (n_qubits - 1 - a)) & 1, (idx >> (n_qubits - 1 - b)) & 1
-        if kind == "cnot":
-            g_perm, g_sign = idx ^ (bit_a << (n_qubits - 1 - b)), np.ones(dim)
-        else:
-            g_perm, g_sign = idx, 1.0 - 2.0 * (bit_a & bit_b)
+        g_perm, g_sign = two_qubit_gate(kind).basis(
+            idx, 1 << (n_qubits - 1 - a), 1 << (n_qubits - 1 - b)
+        )
         # (G E ψ)[c] = g_sign[c]·(Eψ)[g_perm[c]]
         perm, sign = perm[g_perm], g_sign * sign[g_perm]
     return perm, sign
@@ -158,14 +215,6 @@ class CircuitSpec:
         return tuple(("linear", 1.0) for _ in range(self.n_inputs))
 
 
-def _pauli(axis: str) -> np.ndarray:
-    return {
-        "X": np.array([[0, 1], [1, 0]], dtype=complex),
-        "Y": np.array([[0, -1j], [1j, 0]], dtype=complex),
-        "Z": np.array([[1, 0], [0, -1]], dtype=complex),
-    }[axis]
-
-
 def rotation_basis(rotations: str) -> tuple[np.ndarray, np.ndarray]:
     """Tables that turn k angles into the product of k rotation gates with one matmul.
 
@@ -182,7 +231,7 @@ def rotation_basis(rotations: str) -> tuple[np.ndarray, np.ndarray]:
     for t in combos:
         mat = np.eye(2, dtype=complex)
         for j, axis in enumerate(rotations):
-            gate = np.eye(2, dtype=complex) if t_bits[j, t] == 0 else -1j * _pauli(axis)
+            gate = np.eye(2, dtype=complex) if t_bits[j, t] == 0 else -1j * PAULI[axis]
             mat = gate @ mat
         flat = mat.reshape(4)
         table[t, :, 0], table[t, :, 1] = flat.real, flat.imag
