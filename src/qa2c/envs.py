@@ -21,6 +21,7 @@ the agent's seed, the environment index and the step.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -82,16 +83,22 @@ class EnvPool:
             for e, env in enumerate(row):
                 obs[i, e] = env.reset(seed=env_seed(seed, e, self.n_envs))[0]
         self.elapsed[:] = 0
-        self._check_finite(obs, None, "reset")
+        self._check_finite(obs, None, 0)
         return obs
 
-    def _check_finite(self, obs: np.ndarray, reward: np.ndarray | None, when: str) -> None:
+    def _check_finite(self, obs: np.ndarray, reward: np.ndarray | None, step: int) -> None:
         """Raise ValueError naming the first environment with a non-finite observation/reward."""
+        total = sum(obs.ravel().tolist()) + (
+            0.0 if reward is None else sum(reward.ravel().tolist())
+        )
+        if math.isfinite(total):  # the common case, in about a microsecond
+            return
         bad = ~np.isfinite(obs).all(-1)
         if reward is not None:
             bad |= ~np.isfinite(reward)
-        if bad.any():
+        if bad.any():  # (else only the sum of finite values overflowed)
             i, e = (int(v) for v in np.argwhere(bad)[0])
+            when = "reset" if step == 0 else f"step {step}"
             raise ValueError(
                 f"env_id: {self.env_id!r} returned a non-finite observation or reward at {when} "
                 f"(agent seed {self.seeds[i]}, environment {e}): obs {obs[i, e].tolist()}"
@@ -123,14 +130,14 @@ class EnvPool:
             for e, env in enumerate(row):
                 o, r, te, _, _ = env.step(acts[i][e])
                 final[i, e], reward[i, e], term[i, e] = o, r, te
-        self._check_finite(final, reward, f"step {step}")
+        self._check_finite(final, reward, step)
         done = term | trunc
         if done.any():
             nxt = final.copy()
             for i, e in zip(*np.nonzero(done)):
                 nxt[i, e] = self.envs[i][e].reset()[0]
                 self.elapsed[i, e] = 0
-            self._check_finite(nxt, None, f"the reset after step {step}")
+            self._check_finite(nxt, None, step)
         return nxt, final, reward, term, trunc  # as TimeLimit: truncated even if terminated
 
     # -- checkpointing (only public attributes of the core environments) -------------------------

@@ -46,10 +46,16 @@ JACOBIAN_LIMIT = 1_000_000
 LIGHT_CONE_MAX_QUBITS = 9
 
 
+_ACTIVE: Callable[[], bool] | None = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
 def transforms_active() -> bool:
     """Whether a ``torch.func`` transform (grad, jacrev, vmap, …) is tracing this call."""
-    active: Callable[[], bool] | None = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active()) if active is not None else False
+    return _ACTIVE is not None and bool(_ACTIVE())
+
+
+# (constants, weights, x, input_weights) -> outputs
+Kernel = Callable[[fused.Consts, Tensor, Tensor, Tensor | None], Tensor]
 
 
 class Engine:
@@ -76,6 +82,7 @@ class Engine:
             dead_parameters(spec) if spec.n_qubits <= LIGHT_CONE_MAX_QUBITS else None
         )  # (n, L, k) bool
         self.calls = 0
+        self._noise_active = noise.active  # the noise model is frozen
         self._consts: dict[tuple[torch.device, torch.dtype], fused.Consts] = {}
         self._generators: dict[torch.device, torch.Generator] = {}
         self._pennylane: Callable[[Tensor, Tensor], Tensor] | None = None
@@ -85,7 +92,7 @@ class Engine:
             self._pennylane = PennyLaneCircuit(
                 spec, noise, device=device, gradient=gradient, on_calls=self.add_calls
             )
-        self._kernels: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
+        self._kernels: dict[str, Kernel] = {
             "autograd": self._run_autograd,
             "pennylane": self._run_pennylane,
             "parameter_shift": self._run_parameter_shift,
@@ -96,7 +103,7 @@ class Engine:
         }
 
     # -- the dispatch table ----------------------------------------------------------------------
-    def route(self, weights: Tensor) -> str:
+    def route(self, weights: Tensor, c: fused.Consts | None = None) -> str:
         """The kernel for a call with these weights (the table in the module docstring)."""
         if transforms_active():
             if self._pennylane is not None or self.gradient != "backprop" or self.noise.active:
@@ -110,19 +117,20 @@ class Engine:
             return "pennylane"
         if self.gradient == "parameter_shift" and torch.is_grad_enabled():
             return "parameter_shift"
-        if self.noise.active:
+        if self._noise_active:
             return "noisy"
         if self.spec.reupload:
             return "reupload"
-        c = self.consts(weights).fast
-        if c is not None and fast.fits(c, weights, JACOBIAN_LIMIT):
+        fc = (self.consts(weights) if c is None else c).fast
+        if fc is not None and fast.fits(fc, weights, JACOBIAN_LIMIT):
             return "closed_form"
         return "fused"
 
     def evaluate(self, weights: Tensor, x: Tensor, input_weights: Tensor | None = None) -> Tensor:
         """weights (*P, n, L, k), x (…, n_in) on weights' device and dtype, input_weights
         (*P, n_enc, n_in) or None -> outputs (*O, m)."""
-        return self._kernels[self.route(weights)](weights, x, input_weights)
+        c = self.consts(weights)
+        return self._kernels[self.route(weights, c)](c, weights, x, input_weights)
 
     def add_calls(self, calls: int) -> None:
         self.calls += calls
@@ -174,8 +182,10 @@ class Engine:
             self.calls += out.numel() // len(self.spec.measure)
         return (out + 1) / 2 if self.output == "prob0" else out
 
-    def _product_state(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
-        c = self.consts(weights).fast
+    def _product_state(
+        self, consts: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> Tensor:
+        c = consts.fast
         if c is None:  # not reached: the routes that call this exclude re-uploading
             raise RuntimeError("the product state needs a circuit without re-uploading")
         if input_weights is None:
@@ -191,32 +201,38 @@ class Engine:
             raise ValueError("x contains non-finite values (nan or inf)")
         return self.half_angles(weights, x, input_weights)
 
-    def _run_closed_form(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
-        c = self.consts(weights)
-        r = self._product_state(weights, x, input_weights)
+    def _run_closed_form(
+        self, c: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> Tensor:
+        r = self._product_state(c, weights, x, input_weights)
         assert c.fast is not None
         out = fast.expval_z(c.fast, weights, r, self.output)  # reads P(0) directly for "prob0"
         self.calls += out.numel() // len(self.spec.measure)
         return out
 
-    def _run_fused(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
-        spec, c = self.spec, self.consts(weights)
-        r = self._product_state(weights, x, input_weights)
+    def _run_fused(
+        self, c: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> Tensor:
+        spec = self.spec
+        r = self._product_state(c, weights, x, input_weights)
         if torch.is_grad_enabled() and (weights.requires_grad or r.requires_grad):
             out: Tensor = fused.FusedExpval.apply(weights, r, spec, c)
         else:
             out = (r @ fused.unitary_real(spec, c, weights)).square() @ c.readout2
         return self._finish(out)
 
-    def _run_reupload(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
-        c = self.consts(weights)
+    def _run_reupload(
+        self, c: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> Tensor:
         half = self._checked_half(weights, x, input_weights)
         psi = fused.reupload_interleaved(self.spec, c, weights, half)
         return self._finish(psi.square() @ c.readout2_reupload)
 
-    def _run_autograd(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
+    def _run_autograd(
+        self, c: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> Tensor:
         """Plain autograd ops only (torch.func): no data-dependent checks (no .item())."""
-        spec, c = self.spec, self.consts(weights)
+        spec = self.spec
         half = self.half_angles(weights, x, input_weights)
         if spec.reupload:
             psi = fused.reupload_interleaved(spec, c, weights, half, autograd=True)
@@ -225,7 +241,9 @@ class Engine:
         r = fast.product_state(c.fast, x, half[..., 0, :])
         return self._finish(fused.expval_autograd(spec, c, weights, r))
 
-    def _run_noisy(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
+    def _run_noisy(
+        self, c: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> Tensor:
         half = self._checked_half(weights, x, input_weights)
         return self._finish(self._noisy(weights, half))
 
@@ -242,13 +260,15 @@ class Engine:
         return evaluate_noisy(self.spec, c, self.noise, weights, half, gen)
 
     def _run_parameter_shift(
-        self, weights: Tensor, x: Tensor, input_weights: Tensor | None
+        self, c: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
     ) -> Tensor:
         half = self._checked_half(weights, x, input_weights)
         out = parameter_shift(self._noisy, self.mask_dead(weights), half, self.add_calls)
         return self._finish(out, count=False)
 
-    def _run_pennylane(self, weights: Tensor, x: Tensor, input_weights: Tensor | None) -> Tensor:
+    def _run_pennylane(
+        self, c: fused.Consts, weights: Tensor, x: Tensor, input_weights: Tensor | None
+    ) -> Tensor:
         assert self._pennylane is not None
         half = self._checked_half(weights, x, input_weights)
         return self._finish(self._pennylane(self.mask_dead(weights), half), count=False)

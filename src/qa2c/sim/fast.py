@@ -444,7 +444,7 @@ def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Non
     # (*P, n, L, k) = Re Σ_a R^{(j)}[a]·bins[a]
     dw = (shifted * torch.view_as_real(bins).view(*p, n, n_layers, 1, 8)).sum(-1)
     if c.live is not None:  # exactly zero, not round-off, for weights outside the light cone
-        dw = dw * c.live
+        dw.mul_(c.live)
     if dw.shape != ctx.w_shape:
         dw = dw.sum_to_size(ctx.w_shape)
     return dw, grad_r, None, None
