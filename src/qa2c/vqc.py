@@ -56,6 +56,13 @@ class VQC(nn.Module):
         seed: seed of the shot-sampling generator.
         output: ``"expval"`` (⟨Z_i⟩) or ``"prob0"`` ((1 + ⟨Z_i⟩)/2). ``output_range`` and the
             diagnostics always describe ⟨Z_i⟩.
+
+    Which kernel evaluates a call is decided by ``self.engine`` (``qa2c.sim.engine``, one table).
+    Gradients: weights outside the light cone (``dead_parameters``) get exactly zero; the torch
+    simulator is differentiable to any order (Hessians, gradient penalties) and works under
+    ``torch.func`` (grad, jacrev, vmap; there a non-finite x gives nan instead of an error); the
+    parameter-shift rule is first order and raises on a second derivative, and PennyLane,
+    parameter shift and noise raise under ``torch.func`` transforms.
     """
 
     def __init__(

@@ -398,12 +398,7 @@ def differentiable_backward(
         grads = list(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True))
     g_w = grads.pop(0) if need[0] else None
     g_o = grads.pop(0) if need[1] else None
-    return (
-        None if g_w is None else g_w,
-        None if g_o is None else g_o,
-        None,
-        None,
-    )
+    return g_w, g_o, None, None
 
 
 def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
