@@ -347,3 +347,12 @@ def test_gate_registry_raises_on_an_unknown_gate() -> None:
         two_qubit_gate("iswap")
     with pytest.raises(ValueError, match="unknown two-qubit gate 'swap'"):
         signed_permutation([("cnot", 0, 1), ("swap", 0, 1)], 2)
+
+
+def test_the_documented_table_is_the_dispatch_table() -> None:
+    lines = (engine.__doc__ or "").splitlines()
+    rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
+    rows = lines[rules[1] + 1 : rules[2]]  # between the header rule and the closing rule
+    documented = [line.split()[0] for line in rows if line and not line[0].isspace()]
+    vqc = VQC(2, 1, encoding="angle")
+    assert documented == list(vqc.engine._kernels)
