@@ -1,6 +1,7 @@
 """Batched differentiable statevector simulation in pure PyTorch."""
 
 from qa2c.sim.diagnostics import dead_parameters, gate_sequence
+from qa2c.sim.engine import Engine
 from qa2c.sim.gates import (
     CNOT,
     CRZ,
@@ -18,7 +19,16 @@ from qa2c.sim.gates import (
     zero_state,
 )
 from qa2c.sim.noise import NoiseModel
-from qa2c.sim.spec import ENCODINGS, ENTANGLERS, LAYER_ORDERS, CircuitSpec, entangler_gates
+from qa2c.sim.spec import (
+    ENCODINGS,
+    ENTANGLERS,
+    LAYER_ORDERS,
+    PAULI,
+    TWO_QUBIT_GATES,
+    CircuitSpec,
+    entangler_gates,
+    two_qubit_gate,
+)
 
 __all__ = [
     "CNOT",
@@ -27,10 +37,13 @@ __all__ = [
     "ENCODINGS",
     "ENTANGLERS",
     "LAYER_ORDERS",
+    "PAULI",
     "RX",
     "RY",
     "RZ",
+    "TWO_QUBIT_GATES",
     "CircuitSpec",
+    "Engine",
     "NoiseModel",
     "Rot",
     "apply_cnot",
@@ -42,5 +55,6 @@ __all__ = [
     "expval_zz",
     "gate_sequence",
     "probabilities",
+    "two_qubit_gate",
     "zero_state",
 ]

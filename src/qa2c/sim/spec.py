@@ -193,7 +193,10 @@ class CircuitSpec:
                 )
         if len(set(self.measure)) != len(self.measure):
             raise ValueError(f"measure has repeated wires: {self.measure}")
-        object.__setattr__(self, "gates", entangler_gates(self.entangler, self.n_qubits))
+        gates = entangler_gates(self.entangler, self.n_qubits)
+        for kind, _, _ in gates:
+            two_qubit_gate(kind)  # every gate must be in the registry
+        object.__setattr__(self, "gates", gates)
 
     @property
     def dim(self) -> int:
