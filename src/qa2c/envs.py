@@ -11,8 +11,9 @@ Every wrapper the environment is registered with (its entry point's, ``additiona
 kept: the pool steps exactly what ``gym.make(env_id)`` steps, except gymnasium's TimeLimit and its
 debugging wrappers (env checker, order enforcing). The time limit, the registered
 ``spec.max_episode_steps`` (500 for CartPole-v1), is applied once, here, so that the whole state is
-checkpointable from public attributes (the core's ``state`` and ``np_random``; checkpoints hold no
-wrapper state, so wrappers must be stateless).
+checkpointable from public attributes (the core's ``state`` and ``np_random``). Checkpoints hold
+no wrapper state, so an environment is checkpointed only when every wrapper is one of gymnasium's
+stateless ones (``STATELESS_WRAPPERS``); any other wrapper trains but refuses a checkpoint.
 
 Observations and rewards must be finite: a nan or inf raises ``ValueError`` naming the environment,
 the agent's seed, the environment index and the step.
@@ -26,7 +27,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EnvPool", "env_seed"]
+__all__ = ["STATELESS_WRAPPERS", "EnvPool", "env_seed"]
+
+#: gymnasium wrappers that hold no state between steps: a checkpoint of the core env is complete.
+STATELESS_WRAPPERS = frozenset(
+    {
+        "TransformReward",
+        "TransformObservation",
+        "TransformAction",
+        "ClipReward",
+        "ClipAction",
+        "RescaleAction",
+        "RescaleObservation",
+        "DtypeObservation",
+        "FlattenObservation",
+        "ReshapeObservation",
+    }
+)
 
 
 def env_seed(seed: int, env_index: int, n_envs: int) -> int:
@@ -141,8 +158,24 @@ class EnvPool:
         return nxt, final, reward, term, trunc  # as TimeLimit: truncated even if terminated
 
     # -- checkpointing (only public attributes of the core environments) -------------------------
+    def check_checkpointable(self) -> None:
+        """ValueError if a wrapper may hold state that a checkpoint of the core env would lose."""
+        import gymnasium as gym
+
+        layer = self.envs[0][0]
+        while isinstance(layer, gym.Wrapper):
+            name, module = type(layer).__name__, type(layer).__module__
+            if name not in STATELESS_WRAPPERS or not module.startswith("gymnasium."):
+                raise ValueError(
+                    f"env_id: cannot checkpoint {self.env_id!r}: its wrapper {module}.{name} may "
+                    "hold state a checkpoint would lose (train without checkpoints, or register "
+                    "the env without it)"
+                )
+            layer = layer.env
+
     def member_state(self, i: int) -> dict[str, Any]:
         """Plain-data state of agent ``i``'s environments."""
+        self.check_checkpointable()
         envs = []
         for wrapped in self.envs[i]:
             env = wrapped.unwrapped

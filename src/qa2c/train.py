@@ -118,6 +118,8 @@ def _run_groups(
     for key in sorted(groups, reverse=True):
         idx = groups[key]
         learner = A2C([agents[i] for i in idx], [seeds[i] for i in idx], config, env_id)
+        if any(paths[i] is not None for i in idx):
+            learner.envs.check_checkpointable()  # before the first step, not at the first save
         if key >= 0:
             learner.load_member_states([st for i in idx if (st := states[i]) is not None])
         offsets = [0.0 if (st := states[i]) is None else float(st["wall_time"]) for i in idx]

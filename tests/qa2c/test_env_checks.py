@@ -17,6 +17,7 @@ from qa2c.train import load_checkpoint, train
 
 SCALED = "qa2c-test/ScaledCartPole-v0"
 NAN = "qa2c-test/NaNCartPole-v0"
+NORMALIZED = "qa2c-test/NormalizedCartPole-v0"
 
 
 def _scaled_cartpole() -> gym.Env[Any, Any]:
@@ -45,6 +46,12 @@ if SCALED not in gym.registry:
     gym.register(SCALED, entry_point=_scaled_cartpole, max_episode_steps=8)
 if NAN not in gym.registry:
     gym.register(NAN, entry_point=_NaNAfter, max_episode_steps=500)
+if NORMALIZED not in gym.registry:  # a wrapper with running statistics: state of its own
+    gym.register(
+        NORMALIZED,
+        entry_point=lambda: gym.wrappers.NormalizeObservation(CartPoleEnv()),
+        max_episode_steps=500,
+    )
 
 
 def test_env_pool_steps_the_registered_env_with_its_wrappers() -> None:
@@ -110,3 +117,28 @@ def test_train_validates_its_arguments_at_the_call() -> None:
         agent.critic.get_parameter("l2.bias")[0] = float("nan")
     with pytest.raises(ValueError, match=r"critic parameter 'l2\.bias' has non-finite"):
         train(agent, 50)
+
+
+def _returns(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    return [(r["step"], r["charts/episodic_return"]) for r in rows]
+
+
+def test_wrapped_env_resumes_identically(tmp_path: Path) -> None:
+    agent = build_agent("A2C", seed=0, warn=False, dtype=torch.float64)
+    full = list(train(agent, 300, seed=2, env_id=SCALED))
+    path = tmp_path / "ckpt.pt"
+    for row in train(agent, 300, seed=2, env_id=SCALED, checkpoint_path=path, checkpoint_every=50):
+        if row["step"] > 160:
+            break
+    done = load_checkpoint(path)["vec_steps"]
+    resumed = list(train(agent, 300, seed=2, env_id=SCALED, checkpoint_path=path))
+    assert resumed and _returns(resumed) == [r for r in _returns(full) if r[0] > done]
+
+
+def test_stateful_wrapper_refuses_a_checkpoint_before_training(tmp_path: Path) -> None:
+    agent = build_agent("A2C", seed=0, warn=False)
+    assert list(train(agent, 50, env_id=NORMALIZED))  # trains without checkpoints
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(ValueError, match="NormalizeObservation may hold state"):
+        next(train(agent, 50, env_id=NORMALIZED, checkpoint_path=path, checkpoint_every=10))
+    assert not path.exists()
