@@ -8,6 +8,7 @@ checkpoints (weights, generator state, step) to ``run_dir/checkpoint.pt`` atomic
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class ToyConfig:
     """Raise a RuntimeError at this step (negative: never)."""
     sleep_s: float = 0.0
     """Sleep after each row (to let a test kill the run mid-way)."""
+    die_at_step: int = -1
+    """SIGKILL the process running this run at this step (negative: never): a worker crash."""
     label: str = "toy"
     """A free-form string (to test string overrides)."""
     fast: bool = False
@@ -63,6 +66,8 @@ def run(config: ToyConfig, run_dir: Path) -> Iterator[dict[str, float | int]]:
         w = w - config.lr * grad
         if step == config.fail_at_step:
             raise RuntimeError(f"toy failure at step {step}")
+        if step == config.die_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
         yield {
             "step": step,
             "losses/mse": float((err**2).mean()),
@@ -91,6 +96,22 @@ def run_many(
             except StopIteration:
                 live.remove(i)
 
+
+def validate(config: ToyConfig) -> None:
+    for name in ("total_steps", "checkpoint_every", "batch"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
+PROTOCOL = {
+    "score": "charts/slope",
+    "score_per": "run",
+    "progress_unit": "SGD step",
+    "progress_total": lambda config: config.total_steps,
+    "params": lambda config: 2,
+    "validate": validate,
+    "checkpoint": "checkpoint.pt",
+}
 
 SPEC = ExperimentSpec("toy", __name__, "ToyConfig", "deterministic toy regression")
 BROKEN = ExperimentSpec("toy-missing", "tests.repro.no_such_module", "X", "never importable")
