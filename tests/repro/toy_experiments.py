@@ -38,7 +38,10 @@ class ToyConfig:
     sleep_s: float = 0.0
     """Sleep after each row (to let a test kill the run mid-way)."""
     die_at_step: int = -1
-    """SIGKILL the process running this run at this step (negative: never): a worker crash."""
+    """A worker crash: SIGKILL the process running seed ``die_seed`` at this step, the first
+    time only (a marker file in the run folder remembers it); negative: never."""
+    die_seed: int = 0
+    """The seed whose process ``die_at_step`` kills."""
     label: str = "toy"
     """A free-form string (to test string overrides)."""
     fast: bool = False
@@ -66,8 +69,11 @@ def run(config: ToyConfig, run_dir: Path) -> Iterator[dict[str, float | int]]:
         w = w - config.lr * grad
         if step == config.fail_at_step:
             raise RuntimeError(f"toy failure at step {step}")
-        if step == config.die_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if step == config.die_at_step and config.seed == config.die_seed:
+            marker = Path(run_dir) / "died-once"
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
         yield {
             "step": step,
             "losses/mse": float((err**2).mean()),
