@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -333,8 +334,70 @@ def _run_local(batches: list[Batch], workers: int, progress: _Progress) -> list[
     return run_pool(batches, workers, progress.done, progress.poll)
 
 
+_REAPER = """
+import os, sys, time
+import psutil
+driver = int(sys.argv[1])
+procs = []
+for item in sys.argv[2:]:
+    pid, created = item.split(":")
+    try:
+        p = psutil.Process(int(pid))
+        if abs(p.create_time() - float(created)) < 1e-3:
+            procs.append(p)
+    except psutil.Error:
+        pass
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+while alive(driver) and any(p.is_running() for p in procs):
+    time.sleep(0.5)
+victims = []
+for p in procs:
+    try:
+        victims += [p, *p.children(recursive=True)]
+    except psutil.Error:
+        pass
+for p in victims:
+    try:
+        p.terminate()
+    except psutil.Error:
+        pass
+_, left = psutil.wait_procs(victims, timeout=5)
+for p in left:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _reap_with_driver() -> subprocess.Popen[bytes] | None:
+    """Start a reaper that ends the processes this driver has started (a local Ray's GCS,
+    raylet, agents, workers) when the driver dies, even by SIGKILL, when ``ray.shutdown`` cannot
+    run. It lives in its own session, so a Ctrl-C of the terminal does not end it first."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with ray
+        return None
+    me = psutil.Process()
+    kids = [f"{c.pid}:{c.create_time()}" for c in me.children(recursive=True)]
+    if not kids:
+        return None
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", _REAPER, str(me.pid), *kids],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def start_local_ray(num_cpus: int) -> None:
     """Start a single-node Ray on this machine (no dashboard); its workers get this ``sys.path``.
+    Its processes end with this process, also when it is killed (see ``_reap_with_driver``).
 
     (Ray itself resolves a loopback node address to the machine's address, so none is passed.)
     """
@@ -348,6 +411,7 @@ def start_local_ray(num_cpus: int) -> None:
         configure_logging=False,
         runtime_env={"env_vars": {"PYTHONPATH": path}},
     )
+    _reap_with_driver()
 
 
 def _run_ray(

@@ -34,8 +34,8 @@ sys.exit(main({argv!r}))
 """
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _WAIT_S
+def _wait_for(condition: Callable[[], bool], what: str, wait_s: float = _WAIT_S) -> None:
+    deadline = time.monotonic() + wait_s
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
         time.sleep(0.02)
