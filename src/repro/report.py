@@ -275,7 +275,10 @@ def _status_section(records: Sequence[RunRecord]) -> list[str]:
 def _rl_section(rows: Sequence[RLRow], protocol: Protocol) -> list[str]:
     head = ["config", "seeds"]
     if protocol.max_score is not None:
-        head += [f"first {fmt_num(protocol.max_score)} (median)", f"reached {fmt_num(protocol.max_score)}"]
+        head += [
+            f"first {fmt_num(protocol.max_score)} (median)",
+            f"reached {fmt_num(protocol.max_score)}",
+        ]
     if protocol.solve_threshold is not None:
         head += [
             f"solved (MA{protocol.solve_window} ≥ {fmt_num(protocol.solve_threshold)}, median)",

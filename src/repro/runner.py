@@ -20,11 +20,12 @@ import io
 import os
 import time
 import traceback
+import typing
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal
 
 from repro.locks import RunLock, RunLockedError
 from repro.registry import (
@@ -56,8 +57,8 @@ __all__ = [
     "RunInterrupted",
     "RunResult",
     "RunTask",
-    "check_config",
     "check_checkpoint",
+    "check_config",
     "execute_batch",
     "record_crash",
 ]
@@ -67,7 +68,7 @@ class ConfigMismatchError(ValueError):
     """A run folder already holds a run of a different config (or of one it cannot verify)."""
 
 
-class RunInterrupted(BaseException):  # noqa: N818 (like KeyboardInterrupt, not an error)
+class RunInterrupted(BaseException):
     """The run was stopped from outside (the driver's SIGTERM); it stays resumable."""
 
 
@@ -111,7 +112,7 @@ class RunResult:
     error: str = ""
 
 
-class _Scalars(Protocol):
+class _Scalars(typing.Protocol):
     def add_scalar(self, tag: str, value: float, step: int) -> None: ...
     def close(self) -> None: ...
 
@@ -290,7 +291,9 @@ def record_crash(spec: ExperimentSpec, task: RunTask, message: str) -> RunResult
     """Record a run whose worker process died under it: ``summary.json`` says ``failed`` with
     ``message`` (when the run had started, i.e. wrote its ``config.json``) and what it logged."""
     run_dir = Path(task.run_dir)
-    failed = RunResult(spec.name, task.config_name, task.seed, str(run_dir), "failed", error=message)
+    failed = RunResult(
+        spec.name, task.config_name, task.seed, str(run_dir), "failed", error=message
+    )
     if not (run_dir / CONFIG_FILE).exists():
         return failed
     try:

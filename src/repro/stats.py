@@ -70,9 +70,7 @@ def stratified_resample(scores: np.ndarray, reps: int, rng: np.random.Generator)
     return a[idx, np.arange(t)]
 
 
-def bootstrap_ci(
-    replicates: np.ndarray, size: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_ci(replicates: np.ndarray, size: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of bootstrap replicates ``(B, ...)`` -> (low (...), high (...))."""
     tail = 100 * (1 - size) / 2
     low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 __all__ = [
     "CONFIG_FILE",
-    "CorruptFileError",
     "METRICS_FILE",
     "OUTPUT_FILE",
     "SUMMARY_FILE",
+    "CorruptFileError",
     "MetricsWriter",
     "RunState",
     "atomic_write_json",

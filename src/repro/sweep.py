@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from repro.overrides import apply_overrides
 from repro.pool import run_pool, stop_signals
@@ -247,7 +247,7 @@ class _Progress:
                 unit_scale=by_steps,
                 position=pos,
                 disable=not enabled,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}, {postfix}]",
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}{postfix}]",
             )
             self._postfix(exp)
         self.last: dict[Path, int] = {}
@@ -255,8 +255,17 @@ class _Progress:
         self._showwarning = warnings.showwarning
         warnings.showwarning = self._warn
 
-    def _warn(self, message: Any, category: Any, filename: str, lineno: int, *a: Any) -> None:
-        self._tqdm.write(warnings.formatwarning(message, category, filename, lineno).rstrip())
+    def _warn(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+        self._tqdm.write(text.rstrip(), file=sys.stderr)
 
     def _postfix(self, exp: str) -> None:
         eta = _clock(self.etas[exp].remaining_s())
@@ -386,7 +395,7 @@ def _reap_with_driver() -> subprocess.Popen[bytes] | None:
     kids = [f"{c.pid}:{c.create_time()}" for c in me.children(recursive=True)]
     if not kids:
         return None
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-c", _REAPER, str(me.pid), *kids],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

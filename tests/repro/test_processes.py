@@ -54,7 +54,7 @@ def _rows(path: Path) -> int:
 
 def _driver(argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
     code = _DRIVER.format(repo=str(REPO), argv=argv)
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw
     )
 

@@ -20,7 +20,6 @@ from repro.stats import (
 )
 
 
-
 def _import_rliable() -> tuple[Any, Any]:
     """rliable's bootstrap comes from ``arch``; arch 7.2 calls pandas' ``deprecate_kwarg`` with the
     signature of pandas < 3 (no warning class first) when it is imported. Pass pandas 3 the
