@@ -243,7 +243,7 @@ def plot_training_curves(
         ax.legend(fontsize=7)
     fig.suptitle(f"{experiment}: training curves (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
-    path = out_dir / f"{_slug(experiment)}_training.png"
+    path = out_dir / f"{_slug(experiment)}_losses.png"  # name kept: docs link it
     fig.savefig(path, dpi=90)
     return path
 

@@ -134,8 +134,8 @@ def test_report_markdown_and_plots(runs: Path, tmp_path: Path) -> None:
     assert "| HA2Q | 2 | 0 | 450 [400, 500] | 450 ± 70.7 |" in text
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
     assert pngs == [
+        "ntl-arith_losses.png",
         "ntl-arith_profiles.png",
-        "ntl-arith_training.png",
         "qa2c-cartpole_profiles.png",
         "qa2c-cartpole_rewards.png",
         "qa2c-cartpole_rewards_per_config.png",
