@@ -76,7 +76,11 @@ def test_qa2c_cartpole_end_to_end_grouped(tmp_path: Path) -> None:
         ("qa2c-cartpole", "checkpoint_every=-3", "checkpoint_every must be a positive int"),
         ("qa2c-cartpole", "dtype=float16", "dtype: expected one of"),
         ("ntl-arith", "max_steps=0", "max_steps must be a positive int, got 0"),
-        ("ntl-regression", "checkpoint_every=7", "checkpoint_every must be a multiple of log_every"),
+        (
+            "ntl-regression",
+            "checkpoint_every=7",
+            "checkpoint_every must be a multiple of log_every",
+        ),
     ],
 )
 def test_real_experiments_declare_their_checks(
