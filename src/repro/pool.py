@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -58,10 +59,33 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise RunInterrupted(f"stopped by signal {signal.Signals(signum).name}")
 
 
+class _ToDriver(io.TextIOBase):
+    """The worker's Python-level stdout/stderr outside a run (while a run executes, its output
+    goes to its ``output.log``): whole lines are sent to the driver, which prints them above
+    its progress bars instead of through them."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        super().__init__()
+        self._conn = conn
+        self._buffer = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        if "\n" in self._buffer:
+            lines, self._buffer = self._buffer.rsplit("\n", 1)
+            with contextlib.suppress(OSError):
+                self._conn.send(lines)
+        return len(text)
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, parent_pid: int) -> None:
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    sys.stdout = sys.stderr = _ToDriver(conn)
     try:
         while True:
             try:
@@ -139,11 +163,14 @@ def run_pool(
     workers: int,
     on_done: Callable[[list[RunResult]], None],
     on_tick: Callable[[], None],
+    on_output: Callable[[str], None] = print,
 ) -> list[RunResult]:
     """Execute ``batches`` on up to ``workers`` worker processes; return every run's result.
 
     ``on_done`` gets each batch's results as they come, ``on_tick`` is called about once a
-    second (progress). A ``KeyboardInterrupt`` in the driver stops the workers and propagates.
+    second (progress), ``on_output`` gets what a worker prints outside its runs (e.g. warnings
+    while it imports an experiment). A ``KeyboardInterrupt`` in the driver stops the workers
+    and propagates.
     """
     ctx = multiprocessing.get_context("spawn")
     queue = deque(batches)
@@ -169,8 +196,14 @@ def run_pool(
                 assert w.batch is not None
                 done: list[RunResult] | None = None
                 with contextlib.suppress(EOFError, OSError):
-                    if w.conn.poll():
-                        done = w.conn.recv()
+                    while done is None and w.conn.poll():
+                        message = w.conn.recv()
+                        if isinstance(message, str):
+                            on_output(message)
+                        else:
+                            done = message
+                if done is None and w.proc.is_alive():
+                    continue  # only output so far
                 if done is None:  # the worker died while running this batch
                     w.proc.join()
                     message = f"worker process died ({_exit_reason(w.proc.exitcode)})"

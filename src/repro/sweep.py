@@ -267,6 +267,10 @@ class _Progress:
         text = warnings.formatwarning(message, category, filename, lineno, line)
         self._tqdm.write(text.rstrip(), file=sys.stderr)
 
+    def write(self, text: str) -> None:
+        """Print ``text`` above the bars."""
+        self._tqdm.write(text, file=sys.stderr)
+
     def _postfix(self, exp: str) -> None:
         eta = _clock(self.etas[exp].remaining_s())
         self.bars[exp].set_postfix_str(
@@ -340,7 +344,7 @@ def _run_local(batches: list[Batch], workers: int, progress: _Progress) -> list[
             progress.done(done)
             results += done
         return results
-    return run_pool(batches, workers, progress.done, progress.poll)
+    return run_pool(batches, workers, progress.done, progress.poll, progress.write)
 
 
 _REAPER = """

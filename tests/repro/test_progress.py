@@ -92,3 +92,17 @@ def test_warnings_go_through_the_bar(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert warnings.showwarning is before
     err = capsys.readouterr().err
     assert "UserWarning: a warning during the sweep" in err
+
+
+def test_worker_output_outside_runs_reaches_the_driver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warning a worker prints while it imports the experiment is printed by the driver
+    (above the bars), not written by the worker straight through them."""
+    from repro.cli import main
+
+    monkeypatch.setenv("REPRO_TOY_IMPORT_WARNING", "1")
+    argv = ["run", "toy", "--seeds", "0-1", "--set", "total_steps=3", "--workers", "2"]
+    assert main([*argv, "--no-tensorboard", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("UserWarning: toy: a warning at import") == 2  # one per worker

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ class ToyConfig:
 
 
 CONFIGS = {"small": ToyConfig(), "fast-lr": ToyConfig(lr=0.3, total_steps=20)}
+
+if os.environ.get("REPRO_TOY_IMPORT_WARNING"):  # like a library that warns when imported
+    warnings.warn("toy: a warning at import", UserWarning, stacklevel=1)
 
 
 def run(config: ToyConfig, run_dir: Path) -> Iterator[dict[str, float | int]]:
