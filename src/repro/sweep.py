@@ -387,20 +387,29 @@ for p in left:
 """
 
 
-def _reap_with_driver() -> subprocess.Popen[bytes] | None:
-    """Start a reaper that ends the processes this driver has started (a local Ray's GCS,
-    raylet, agents, workers) when the driver dies, even by SIGKILL, when ``ray.shutdown`` cannot
-    run. It lives in its own session, so a Ctrl-C of the terminal does not end it first."""
+def _children() -> dict[int, float]:
+    """This process's descendants: pid -> creation time (empty without psutil)."""
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil comes with ray
-        return None
-    me = psutil.Process()
-    kids = [f"{c.pid}:{c.create_time()}" for c in me.children(recursive=True)]
-    if not kids:
+        return {}
+    out = {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            out[child.pid] = child.create_time()
+    return out
+
+
+def _reap_with_driver(started: dict[int, float]) -> subprocess.Popen[bytes] | None:
+    """Start a reaper that ends the processes in ``started`` (a local Ray's GCS, raylet,
+    agents, and their children) when this driver dies, even by SIGKILL, when ``ray.shutdown``
+    cannot run. It lives in its own session, so a Ctrl-C of the terminal does not end it first;
+    it exits by itself once those processes are gone."""
+    if not started:
         return None
     return subprocess.Popen(
-        [sys.executable, "-c", _REAPER, str(me.pid), *kids],
+        [sys.executable, "-c", _REAPER, str(os.getpid())]
+        + [f"{pid}:{created}" for pid, created in started.items()],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -417,6 +426,7 @@ def start_local_ray(num_cpus: int) -> None:
     import ray
 
     path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    before = _children()
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
@@ -424,7 +434,8 @@ def start_local_ray(num_cpus: int) -> None:
         configure_logging=False,
         runtime_env={"env_vars": {"PYTHONPATH": path}},
     )
-    _reap_with_driver()
+    after = _children()
+    _reap_with_driver({pid: t for pid, t in after.items() if before.get(pid) != t})
 
 
 def _run_ray(
