@@ -37,10 +37,13 @@ from repro.storage import CONFIG_FILE, METRICS_FILE, CorruptFileError, read_metr
 
 __all__ = [
     "EvalCell",
+    "ExperimentResults",
     "RLRow",
+    "ReportData",
     "RunRecord",
     "ScoreRow",
     "ScoreSection",
+    "compute_report",
     "eval_tables",
     "load_runs",
     "mean_std",
@@ -417,3 +420,49 @@ def score_section(
         if x.config != y.config and len(x.scores) and len(y.scores)
     }
     return ScoreSection(experiment, protocol, rows, taus, profiles, improvement)
+
+
+@dataclass
+class ExperimentResults:
+    """Everything the report shows for one experiment, computed from its run folders."""
+
+    experiment: str
+    protocol: Protocol
+    runs: list[RunRecord]
+    """its finished runs (curves are read from these)"""
+    rl_rows: list[RLRow]
+    scores: ScoreSection | None
+    evals: dict[str, dict[str, dict[str, EvalCell]]]
+    """``{split: {config: {metric: EvalCell}}}``"""
+
+
+@dataclass
+class ReportData:
+    """The one pass over a runs folder that the report renders (DESIGN.md convention 12)."""
+
+    runs_dir: Path
+    records: list[RunRecord]
+    """every run folder, with its status (``corrupt`` ones carry the reason)"""
+    experiments: list[ExperimentResults]
+
+
+def compute_report(runs_dir: Path) -> ReportData:
+    """Read ``runs_dir`` once and compute every table of the report."""
+    records = load_runs(runs_dir)
+    if not records:
+        raise FileNotFoundError(f"no runs (experiment/config/seed-N/config.json) under {runs_dir}")
+    finished = [r for r in records if r.status == "finished"]
+    rl_rows = rl_table(finished)
+    evals = eval_tables(finished)
+    experiments = [
+        ExperimentResults(
+            exp,
+            protocol_of(exp),
+            [r for r in finished if r.experiment == exp],
+            [row for row in rl_rows if row.experiment == exp],
+            score_section(exp, finished),
+            evals.get(exp, {}),
+        )
+        for exp in sorted({r.experiment for r in records})
+    ]
+    return ReportData(Path(runs_dir), records, experiments)

@@ -21,22 +21,19 @@ import numpy as np
 
 from repro.aggregate import (
     EvalCell,
+    ReportData,
     RLRow,
     RunRecord,
     ScoreSection,
-    eval_tables,
-    load_runs,
-    protocol_of,
-    rl_table,
+    compute_report,
     rolling_mean,
     score_curve,
-    score_section,
     seed_curves_on_grid,
 )
 from repro.registry import Protocol
 from repro.storage import atomic_write_text
 
-__all__ = ["ROLLING_WINDOW", "fmt_cell", "fmt_num", "render_report", "write_report"]
+__all__ = ["ROLLING_WINDOW", "fmt_cell", "fmt_num", "render", "render_report", "write_report"]
 
 ROLLING_WINDOW = 150
 GRID_POINTS = 400
@@ -361,49 +358,45 @@ def _eval_section(split: str, table: dict[str, dict[str, EvalCell]]) -> list[str
 
 def render_report(runs_dir: Path, out_dir: Path) -> str:
     """Build the Markdown text; plots are written into ``out_dir``."""
-    records = load_runs(runs_dir)
-    if not records:
-        raise FileNotFoundError(f"no runs (experiment/config/seed-N/config.json) under {runs_dir}")
+    return render(compute_report(runs_dir), out_dir)
+
+
+def render(data: ReportData, out_dir: Path) -> str:
+    """The Markdown of computed results (:func:`repro.aggregate.compute_report`); the plots are
+    drawn from the same data into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"# Report: {runs_dir}",
+        f"# Report: {data.runs_dir}",
         "",
         "mean ± std: mean and sample standard deviation (ddof = 1) over the finished seeds; "
         "numbers with three significant digits.",
         "",
-        *_status_section(records),
+        *_status_section(data.records),
     ]
-    finished = [r for r in records if r.status == "finished"]
-    rl_rows = rl_table(finished)
-    evals = eval_tables(finished)
-    for exp in sorted({r.experiment for r in records}):
-        protocol = protocol_of(exp)
-        runs = [r for r in finished if r.experiment == exp]
+    for res in data.experiments:
+        exp, protocol = res.experiment, res.protocol
         lines += [f"## {exp}", ""]
-        exp_rl = [r for r in rl_rows if r.experiment == exp]
-        if exp_rl:
-            for plot in plot_scores(exp, runs, protocol, out_dir):
+        if res.rl_rows:
+            for plot in plot_scores(exp, res.runs, protocol, out_dir):
                 lines += [f"![{plot.stem}]({plot.name})", ""]
             lines += [
                 f"Steps to solve ({protocol.progress_unit}s; medians over the seeds that got "
                 "there):",
                 "",
             ]
-            lines += [*_rl_section(exp_rl, protocol), ""]
-        section = score_section(exp, finished)
-        if section is not None:
-            lines += _statistics_section(section, out_dir)
-        splits = evals.get(exp, {})
-        main = [s for s in splits if "/" not in s]
-        detail = [s for s in splits if "/" in s]
+            lines += [*_rl_section(res.rl_rows, protocol), ""]
+        if res.scores is not None:
+            lines += _statistics_section(res.scores, out_dir)
+        main = [s for s in res.evals if "/" not in s]
+        detail = [s for s in res.evals if "/" in s]
         for split in sorted(main):
-            lines += _eval_section(split, splits[split])
+            lines += _eval_section(split, res.evals[split])
         if detail:
             lines += ["<details><summary>per-category results</summary>", ""]
             for split in sorted(detail):
-                lines += _eval_section(split, splits[split])
+                lines += _eval_section(split, res.evals[split])
             lines += ["</details>", ""]
-        curves = plot_training_curves(exp, runs, protocol, out_dir)
+        curves = plot_training_curves(exp, res.runs, protocol, out_dir)
         if curves is not None:
             lines += [f"![{exp} training curves]({curves.name})", ""]
     return "\n".join(lines)

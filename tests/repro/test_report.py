@@ -253,3 +253,21 @@ def test_corrupt_run_is_listed_with_its_line_and_left_out(tmp_path: Path) -> Non
     assert "| qa2c-cartpole | A2C | 0,1 | 1 | 0 | 0 | 1 |" in text
     assert "seed-1 (not used): " in text and "line 10 is not a metric row" in text
     assert "| A2C | 1 |" in text  # one seed behind the numbers
+
+
+def test_report_data_is_computed_in_one_pass_before_rendering(runs: Path) -> None:
+    """Convention 12: the numbers are a plain data structure; Markdown and plots only read it."""
+    from repro.aggregate import compute_report
+
+    data = compute_report(runs)
+    assert [e.experiment for e in data.experiments] == [
+        "ntl-arith",
+        "ntl-regression",
+        "qa2c-cartpole",
+    ]
+    arith, regression, cartpole = data.experiments
+    assert arith.scores is not None and [r.config for r in arith.scores.rows] == ["ce", "ntl-was"]
+    assert arith.scores.improvement[("ntl-was", "ce")].value == 1.0
+    assert regression.scores is None  # its declared score (r2) is not in these runs
+    assert cartpole.rl_rows[0].params == 66.0 and len(cartpole.runs) == 2
+    assert arith.evals["interpolate"]["ce"]["accuracy"].mean == pytest.approx(0.6)
