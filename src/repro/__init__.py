@@ -10,6 +10,7 @@ from repro.registry import (
     EXPERIMENTS,
     ExperimentSpec,
     ExperimentUnavailableError,
+    Protocol,
     load_experiment,
     register_experiment,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigMismatchError",
     "ExperimentSpec",
     "ExperimentUnavailableError",
+    "Protocol",
     "RunResult",
     "SweepPlan",
     "SweepResult",

@@ -1,44 +1,65 @@
 """Aggregation over seeds: the numbers behind the report's tables and plots (no plotting here).
 
 Conventions: "mean ± std" is the mean and the sample standard deviation (ddof = 1) over the
-seeds that finished (std is NaN for a single seed). RL curves use the per-episode return at
-the environment step where the episode ended; "first 500" is the step of the first episode
-with return >= 500, "solved" the step where the mean of the last 100 episodes first reaches 475.
+seeds that finished (std is NaN for a single seed); seeds whose value is NaN are counted, not
+dropped silently. What a score is, and when a run is solved, is what the experiment declares
+in its ``PROTOCOL`` (:class:`repro.registry.Protocol`); nothing here knows an experiment by name.
+For ``score_per="episode"`` curves use the per-episode score at the step where the episode
+ended; "first max" is the step of the first episode at the declared ``max_score``, "solved" the
+step where the mean of the last ``solve_window`` episodes first reaches ``solve_threshold``.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from repro.storage import CONFIG_FILE, read_json, read_metrics, run_state
+from repro.registry import (
+    EXPERIMENTS,
+    ExperimentUnavailableError,
+    Protocol,
+    load_experiment,
+)
+from repro.stats import (
+    DEFAULT_REPS,
+    Estimate,
+    iqm_estimate,
+    performance_profile,
+    probability_of_improvement_estimate,
+)
+from repro.storage import CONFIG_FILE, METRICS_FILE, CorruptFileError, read_metrics, run_state
 
 __all__ = [
-    "RETURN_KEYS",
     "EvalCell",
+    "ExperimentResults",
     "RLRow",
+    "ReportData",
     "RunRecord",
-    "episode_returns",
+    "ScoreRow",
+    "ScoreSection",
+    "compute_report",
     "eval_tables",
     "load_runs",
     "mean_std",
+    "protocol_of",
     "rl_table",
     "rolling_mean",
+    "run_score",
+    "score_curve",
+    "score_section",
     "seed_curves_on_grid",
-    "steps_to_solve",
+    "solve_steps",
+    "summarize",
 ]
 
-RETURN_KEYS = ("charts/episodic_return", "return", "episode/return")
-"""Row keys that carry a per-episode return (the first present is used)."""
 NON_EVAL_PREFIXES = ("eval", "losses", "charts", "params", "train", "time", "perf", "system")
 """First key components that are not evaluation results (training curves, bookkeeping)."""
-SOLVE_WINDOW, SOLVE_THRESHOLD, MAX_RETURN = 100, 475.0, 500.0
 Series = tuple[np.ndarray, np.ndarray]
 """(steps, values), both (N,)."""
 
@@ -54,6 +75,8 @@ class RunRecord:
     status: str
     config_values: dict[str, Any]
     summary: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    """Why the run's files could not be read (status ``corrupt``)."""
     _series: dict[str, Series] | None = None
 
     @property
@@ -64,7 +87,7 @@ class RunRecord:
         """Every numeric metric as (steps, values) arrays, in one streaming pass over the log."""
         if self._series is None:
             cols: dict[str, tuple[list[float], list[float]]] = {}
-            for row in read_metrics(self.run_dir / "metrics.jsonl"):
+            for row in read_metrics(self.run_dir / METRICS_FILE):
                 step = float(row["step"])
                 for key, value in row.items():
                     if (
@@ -80,7 +103,11 @@ class RunRecord:
 
 
 def load_runs(runs_dir: Path) -> list[RunRecord]:
-    """Every run folder ``runs_dir/experiment/config/seed-N`` that has a ``config.json``."""
+    """Every run folder ``runs_dir/experiment/config/seed-N`` that has a ``config.json``.
+
+    A run whose files cannot be read (a corrupt ``config.json``, ``summary.json`` or a bad line
+    inside ``metrics.jsonl``) gets status ``corrupt`` and the reason; it is listed, not used.
+    """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"runs folder {runs_dir} does not exist")
@@ -91,20 +118,28 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
             seed = int(run_dir.name.removeprefix("seed-"))
         except ValueError:
             continue
-        state = run_state(run_dir)
-        records.append(
-            RunRecord(
-                run_dir.parent.parent.name,
-                run_dir.parent.name,
-                seed,
-                run_dir,
-                state.status,
-                read_json(cfg_path),
-                state.summary,
+        exp, config = run_dir.parent.parent.name, run_dir.parent.name
+        try:
+            state = run_state(run_dir)
+            record = RunRecord(
+                exp, config, seed, run_dir, state.status, state.config or {}, state.summary
             )
-        )
+            record.series()  # reads (and checks) every line of metrics.jsonl once
+        except CorruptFileError as e:
+            record = RunRecord(exp, config, seed, run_dir, "corrupt", {}, error=str(e))
+        records.append(record)
     records.sort(key=lambda r: (r.experiment, r.config, r.seed))
     return records
+
+
+def protocol_of(experiment: str) -> Protocol:
+    """The experiment's declared protocol; an empty one if it is not registered or importable."""
+    if experiment not in EXPERIMENTS:
+        return Protocol()
+    try:
+        return load_experiment(experiment).protocol
+    except ExperimentUnavailableError:
+        return Protocol()
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -116,11 +151,38 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return statistics.fmean(vals), std, len(vals)
 
 
+OUTLIER_RATIO = 5.0
+"""A spread is outlier-dominated when the std exceeds this many robust stds (1.4826 · MAD)."""
+
+
 @dataclass(frozen=True)
 class EvalCell:
+    """A metric over seeds: mean, std (ddof = 1) and n of the non-NaN values, and how many NaN."""
+
     mean: float
     std: float
     n: int
+    nan: int = 0
+    median: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    outliers: bool = False
+    """The std is dominated by a few far values (see ``OUTLIER_RATIO``): mean ± std misleads."""
+
+
+def summarize(values: Sequence[float]) -> EvalCell:
+    """An :class:`EvalCell` of ``values`` (NaN and None count as NaN)."""
+    floats = [math.nan if v is None else float(v) for v in values]
+    vals = np.array([v for v in floats if not math.isnan(v)])
+    mean, std, n = mean_std(list(vals))
+    if n == 0:
+        return EvalCell(mean, std, 0, len(floats))
+    median = float(np.median(vals))
+    mad = 1.4826 * float(np.median(np.abs(vals - median)))
+    outliers = n >= 3 and not math.isnan(std) and std > OUTLIER_RATIO * mad
+    return EvalCell(
+        mean, std, n, len(floats) - n, median, float(vals.min()), float(vals.max()), outliers
+    )
 
 
 def eval_tables(
@@ -149,17 +211,31 @@ def eval_tables(
             values.setdefault((r.experiment, split, r.config, metric), []).append(float(value))
     out: dict[str, dict[str, dict[str, dict[str, EvalCell]]]] = {}
     for (exp, split, config, metric), vals in values.items():
-        cell = EvalCell(*mean_std(vals))
+        cell = summarize(vals)
         out.setdefault(exp, {}).setdefault(split, {}).setdefault(config, {})[metric] = cell
     return out
 
 
-def episode_returns(series: Mapping[str, Series]) -> Series | None:
-    """(steps, returns) of the first of :data:`RETURN_KEYS` present in ``series``, else None."""
-    for key in RETURN_KEYS:
-        if key in series and len(series[key][0]):
-            return series[key]
-    return None
+def score_curve(record: RunRecord, protocol: Protocol) -> Series | None:
+    """(steps, per-episode scores) of a run whose experiment declares ``score_per="episode"``."""
+    if protocol.score is None or protocol.score_per != "episode":
+        return None
+    curve = record.series().get(protocol.score)
+    return curve if curve is not None and len(curve[0]) else None
+
+
+def run_score(record: RunRecord, protocol: Protocol) -> float | None:
+    """A run's score: the mean of its last ``score_window`` episode scores, or the final value
+    of the score key; NaN when the run logged NaN; None when it has none (or none declared)."""
+    if protocol.score is None:
+        return None
+    if protocol.score_per == "episode":
+        curve = score_curve(record, protocol)
+        return None if curve is None else float(curve[1][-protocol.score_window :].mean())
+    value = record.final.get(protocol.score)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -172,17 +248,22 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def steps_to_solve(steps: np.ndarray, returns: np.ndarray) -> tuple[float | None, float | None]:
-    """(step of the first episode with return >= 500, step where MA100 first reaches >= 475)."""
-    hit = np.nonzero(returns >= MAX_RETURN)[0]
-    first_500 = float(steps[hit[0]]) if hit.size else None
-    solved = None
-    if len(returns) >= SOLVE_WINDOW:
-        ma = rolling_mean(returns, SOLVE_WINDOW)[SOLVE_WINDOW - 1 :]
-        ok = np.nonzero(ma >= SOLVE_THRESHOLD)[0]
+def solve_steps(
+    steps: np.ndarray, scores: np.ndarray, protocol: Protocol
+) -> tuple[float | None, float | None]:
+    """(step of the first episode at ``max_score``, step where the ``solve_window`` moving average
+    first reaches ``solve_threshold``); None where not declared or not reached."""
+    first = solved = None
+    if protocol.max_score is not None:
+        hit = np.nonzero(scores >= protocol.max_score)[0]
+        first = float(steps[hit[0]]) if hit.size else None
+    window = protocol.solve_window
+    if protocol.solve_threshold is not None and len(scores) >= window:
+        ma = rolling_mean(scores, window)[window - 1 :]
+        ok = np.nonzero(ma >= protocol.solve_threshold)[0]
         if ok.size:
-            solved = float(steps[ok[0] + SOLVE_WINDOW - 1])
-    return first_500, solved
+            solved = float(steps[ok[0] + window - 1])
+    return first, solved
 
 
 @dataclass(frozen=True)
@@ -192,11 +273,11 @@ class RLRow:
     experiment: str
     config: str
     seeds: int
-    reached_500: int
-    median_first_500: float | None
+    reached_max: int
+    median_first_max: float | None
     solved: int
     median_solved: float | None
-    final_ma100: EvalCell
+    final_score: EvalCell
     max_step: float
     params: float | None
 
@@ -206,36 +287,34 @@ def _median(values: list[float]) -> float | None:
 
 
 def _params(records: Sequence[RunRecord]) -> float | None:
+    """The parameter count the runner recorded (the experiment's declared ``params``)."""
     for r in records:
-        if isinstance(r.summary.get("params"), int):
-            return float(r.summary["params"])
-        for source in (r.final, r.config_values):
-            for key in ("params/total", "params", "n_params", "num_params"):
-                value = source.get(key)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    return float(value)
+        value = r.summary.get("params")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
     return None
 
 
 def rl_table(records: Sequence[RunRecord]) -> list[RLRow]:
-    """One :class:`RLRow` per (experiment, config) whose runs carry episode returns."""
+    """One :class:`RLRow` per (experiment, config) whose experiment declares per-episode scores."""
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
         groups.setdefault((r.experiment, r.config), []).append(r)
     out = []
     for (exp, config), runs in groups.items():
-        curves = [(r, episode_returns(r.series())) for r in runs]
+        protocol = protocol_of(exp)
+        curves = [(r, score_curve(r, protocol)) for r in runs]
         curves_ok = [(r, c) for r, c in curves if c is not None]
         if not curves_ok:
             continue
         firsts, solves, finals, max_step = [], [], [], 0.0
-        for _, (steps, rets) in curves_ok:
-            first, solved = steps_to_solve(steps, rets)
+        for r, (steps, scores) in curves_ok:
+            first, solved = solve_steps(steps, scores, protocol)
             if first is not None:
                 firsts.append(first)
             if solved is not None:
                 solves.append(solved)
-            finals.append(float(rets[-SOLVE_WINDOW:].mean()))
+            finals.append(run_score(r, protocol))
             max_step = max(max_step, float(steps[-1]))
         out.append(
             RLRow(
@@ -246,7 +325,7 @@ def rl_table(records: Sequence[RunRecord]) -> list[RLRow]:
                 _median(firsts),
                 len(solves),
                 _median(solves),
-                EvalCell(*mean_std(finals)),
+                summarize([math.nan if f is None else f for f in finals]),
                 max_step,
                 _params([r for r, _ in curves_ok]),
             )
@@ -267,3 +346,123 @@ def seed_curves_on_grid(
         ok = (idx >= 0) & (grid <= x[-1])
         out[i, ok] = y[idx[ok]]
     return out
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One config's declared score over its finished seeds."""
+
+    config: str
+    scores: np.ndarray
+    """(R,) the non-NaN run scores"""
+    nan: int
+    """seeds whose score is NaN (counted, left out of the statistics)"""
+    cell: EvalCell
+    iqm: Estimate | None
+
+
+@dataclass(frozen=True)
+class ScoreSection:
+    """rliable's statistics of one experiment's declared score, across its configs."""
+
+    experiment: str
+    protocol: Protocol
+    rows: list[ScoreRow]
+    taus: np.ndarray
+    """(K,) thresholds of the performance profiles"""
+    profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    """config -> (fraction of runs above each τ, CI low, CI high), each (K,)"""
+    improvement: dict[tuple[str, str], Estimate]
+    """(X, Y) -> P(a run of X scores above a run of Y)"""
+
+
+PROFILE_POINTS = 101
+
+
+def score_section(
+    experiment: str, records: Sequence[RunRecord], reps: int = DEFAULT_REPS
+) -> ScoreSection | None:
+    """The statistics of ``experiment``'s finished runs, if it declares a score and has any."""
+    protocol = protocol_of(experiment)
+    if protocol.score is None:
+        return None
+    by_config: dict[str, list[float]] = {}
+    for r in records:
+        if r.experiment == experiment and r.status == "finished":
+            score = run_score(r, protocol)
+            if score is not None:
+                by_config.setdefault(r.config, []).append(score)
+    if not by_config:
+        return None
+    rows = []
+    for config, values in sorted(by_config.items()):
+        arr = np.array(values)
+        ok = arr[~np.isnan(arr)]
+        estimate = iqm_estimate(ok, reps=reps) if len(ok) else None
+        rows.append(ScoreRow(config, ok, int(np.isnan(arr).sum()), summarize(values), estimate))
+    every = np.concatenate([row.scores for row in rows])
+    lo = float(every.min()) if every.size else 0.0
+    hi = float(every.max()) if every.size else 1.0
+    if protocol.random_score is not None:
+        lo = min(lo, protocol.random_score)
+    if protocol.max_score is not None:
+        hi = max(hi, protocol.max_score)
+    taus = np.linspace(lo, hi, PROFILE_POINTS) if hi > lo else np.array([lo])
+    profiles = {
+        row.config: performance_profile(row.scores, taus, reps=reps)
+        for row in rows
+        if len(row.scores)
+    }
+    improvement = {
+        (x.config, y.config): probability_of_improvement_estimate(x.scores, y.scores, reps=reps)
+        for x in rows
+        for y in rows
+        if x.config != y.config and len(x.scores) and len(y.scores)
+    }
+    return ScoreSection(experiment, protocol, rows, taus, profiles, improvement)
+
+
+@dataclass
+class ExperimentResults:
+    """Everything the report shows for one experiment, computed from its run folders."""
+
+    experiment: str
+    protocol: Protocol
+    runs: list[RunRecord]
+    """its finished runs (curves are read from these)"""
+    rl_rows: list[RLRow]
+    scores: ScoreSection | None
+    evals: dict[str, dict[str, dict[str, EvalCell]]]
+    """``{split: {config: {metric: EvalCell}}}``"""
+
+
+@dataclass
+class ReportData:
+    """The one pass over a runs folder that the report renders (DESIGN.md convention 12)."""
+
+    runs_dir: Path
+    records: list[RunRecord]
+    """every run folder, with its status (``corrupt`` ones carry the reason)"""
+    experiments: list[ExperimentResults]
+
+
+def compute_report(runs_dir: Path) -> ReportData:
+    """Read ``runs_dir`` once and compute every table of the report."""
+    records = load_runs(runs_dir)
+    if not records:
+        raise FileNotFoundError(f"no runs (experiment/config/seed-N/config.json) under {runs_dir}")
+    finished = [r for r in records if r.status == "finished"]
+    rl_rows = rl_table(finished)
+    evals = eval_tables(finished)
+    experiments = [
+        ExperimentResults(
+            exp,
+            protocol_of(exp),
+            [r for r in finished if r.experiment == exp],
+            [row for row in rl_rows if row.experiment == exp],
+            score_section(exp, finished),
+            evals.get(exp, {}),
+        )
+        for exp in sorted({r.experiment for r in records})
+    ]
+    return ReportData(Path(runs_dir), records, experiments)

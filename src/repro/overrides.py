@@ -17,7 +17,7 @@ from typing import Any
 
 import tyro
 
-__all__ = ["apply_overrides", "config_keys", "field_docs", "parse_seeds"]
+__all__ = ["MAX_SEEDS", "apply_overrides", "config_keys", "field_docs", "parse_seeds"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -113,8 +113,12 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
     return out
 
 
+MAX_SEEDS = 10_000
+"""The most seeds one command may ask for (a typo like 0-100000000 fails at once)."""
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``"0-9"``, ``"0,3,5"`` or ``"0-2,7"`` -> sorted distinct seeds."""
+    """``"0-9"``, ``"0,3,5"`` or ``"0-2,7"`` -> sorted distinct seeds (at most ``MAX_SEEDS``)."""
     seeds: set[int] = set()
     for part in text.split(","):
         part = part.strip()
@@ -123,11 +127,19 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = (int(p) for p in part.split("-", 1))
                 if lo > hi:
                     raise ValueError
+                if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+                    raise OverflowError
                 seeds.update(range(lo, hi + 1))
             else:
                 seeds.add(int(part))
         except ValueError:
             raise ValueError(f"--seeds: cannot parse {text!r} (use e.g. 0-9 or 0,3,5)") from None
+        except OverflowError:
+            raise ValueError(
+                f"--seeds {text!r} asks for more than {MAX_SEEDS:,} seeds in one command"
+            ) from None
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"--seeds {text!r} asks for more than {MAX_SEEDS:,} seeds in one command")
     if any(s < 0 for s in seeds):
         raise ValueError(f"--seeds must be >= 0, got {text!r}")
     return sorted(seeds)

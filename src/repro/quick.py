@@ -117,8 +117,7 @@ def run_quick(
             print(f"  skipped: {e}", file=sys.stderr)
             unavailable.append(step.experiment)
             continue
-        merged.batches += plan.batches
-        merged.skipped += plan.skipped
+        merged.merge(plan)
     print(f"\n{merged.n_runs} runs to do, {len(merged.skipped)} finished before", flush=True)
     result = run_sweep(merged, workers=workers)
     elapsed = time.perf_counter() - start

@@ -3,7 +3,25 @@
 An experiment module follows the protocol of ``DESIGN.md``: a config dataclass with a
 ``seed: int`` field, ``CONFIGS: dict[str, Config]`` and ``run(config, run_dir) -> Iterator[dict]``;
 optionally ``run_many(configs, run_dirs) -> Iterator[tuple[int, dict]]`` that trains several
-configs (e.g. seeds) in one process.
+configs (e.g. seeds) in one process, and ``PROTOCOL``: a plain dict that declares what the runner
+needs to know (convention 11; the experiment never imports ``repro``), read into a
+:class:`Protocol` here. Its keys (all optional):
+
+==================  ===========================================================================
+``score``           metric key of the score (higher is better), e.g. ``"charts/episodic_return"``
+``score_per``       ``"episode"`` (one row per episode: a run's score is the mean of its last
+                    ``score_window`` values) or ``"run"`` (a run's score is the key's final value)
+``score_window``    episodes averaged for a run's final score (default 100)
+``solve_threshold`` solved when the ``solve_window``-episode moving average first reaches this
+``solve_window``    (default 100)
+``max_score``       the best possible score (the report counts runs that reach it)
+``random_score``    the score of a random policy (a line in the plots)
+``progress_unit``   what ``step`` counts, e.g. ``"env step"``, ``"optimiser step"``
+``progress_total``  ``config -> int``: the step at which a run ends
+``params``          ``config -> int``: trainable parameters
+``validate``        ``config -> None``: raises ``ValueError`` naming a bad value
+``checkpoint``      the checkpoint's file name in the run folder (a ``torch.save`` zip archive)
+==================  ===========================================================================
 """
 
 from __future__ import annotations
@@ -15,19 +33,21 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "EXPERIMENTS",
     "ExperimentSpec",
     "ExperimentUnavailableError",
     "LoadedExperiment",
-    "cartpole_params",
+    "Protocol",
     "config_to_json",
     "count_params",
     "get_spec",
     "load_experiment",
+    "progress_total",
     "register_experiment",
+    "validate_config",
 ]
 
 
@@ -45,8 +65,71 @@ class ExperimentSpec:
     description: str = ""
     extras: str = ""
     """The optional extras it needs, as ``pip install -e ".[extras]"`` names them."""
-    params: str = ""
-    """Optional ``module:function`` giving the trainable parameter count of a config."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What an experiment declares for the runner (its module's ``PROTOCOL`` dict)."""
+
+    score: str | None = None
+    score_per: Literal["episode", "run"] = "run"
+    score_window: int = 100
+    solve_threshold: float | None = None
+    solve_window: int = 100
+    max_score: float | None = None
+    random_score: float | None = None
+    progress_unit: str = "step"
+    progress_total: Callable[[Any], int] | None = None
+    params: Callable[[Any], int] | None = None
+    validate: Callable[[Any], None] | None = None
+    checkpoint: str | None = None
+
+    @classmethod
+    def from_dict(cls, name: str, raw: object) -> Protocol:
+        """Read a module's ``PROTOCOL``; unknown keys or wrong types are errors naming them."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ExperimentUnavailableError(
+                f"experiment {name!r}: PROTOCOL must be a dict, got {type(raw).__name__}"
+            )
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise ExperimentUnavailableError(
+                f"experiment {name!r}: PROTOCOL has unknown key(s) {', '.join(map(repr, unknown))};"
+                f" valid keys: {', '.join(fields)}"
+            )
+        out = cls(**raw)
+        checks: dict[str, tuple[type, ...]] = {
+            "score": (str,),
+            "score_window": (int,),
+            "solve_window": (int,),
+            "solve_threshold": (int, float),
+            "max_score": (int, float),
+            "random_score": (int, float),
+            "progress_unit": (str,),
+            "checkpoint": (str,),
+        }
+        for key, types in checks.items():
+            value = getattr(out, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                raise ExperimentUnavailableError(
+                    f"experiment {name!r}: PROTOCOL[{key!r}] = {value!r} has the wrong type"
+                )
+        for key in ("progress_total", "params", "validate"):
+            if getattr(out, key) is not None and not callable(getattr(out, key)):
+                raise ExperimentUnavailableError(
+                    f"experiment {name!r}: PROTOCOL[{key!r}] must be a function of the config"
+                )
+        if out.score_per not in ("episode", "run"):
+            raise ExperimentUnavailableError(
+                f"experiment {name!r}: PROTOCOL['score_per'] must be 'episode' or 'run', "
+                f"got {out.score_per!r}"
+            )
+        if out.score_window < 1 or out.solve_window < 1:
+            raise ExperimentUnavailableError(f"experiment {name!r}: PROTOCOL windows must be >= 1")
+        return out
 
 
 @dataclass(frozen=True)
@@ -58,6 +141,7 @@ class LoadedExperiment:
     configs: Mapping[str, Any]
     run: Callable[[Any, Path], Iterator[Mapping[str, Any]]]
     run_many: Callable[[list[Any], list[Path]], Iterator[tuple[int, Mapping[str, Any]]]] | None
+    protocol: Protocol = Protocol()
 
 
 EXPERIMENTS: dict[str, ExperimentSpec] = {}
@@ -93,26 +177,34 @@ for _spec in (
         "CartPoleConfig",
         "QA2C: classical, quantum and hybrid actor-critic agents on CartPole-v1",
         "rl",
-        "repro.registry:cartpole_params",
     ),
 ):
     register_experiment(_spec)
 
 
-def cartpole_params(config: Any) -> int:
-    """Trainable parameters of a ``qa2c-cartpole`` config's actor and critic together."""
-    from qa2c.experiments.cartpole import make_agent
-
-    return int(make_agent(config).num_parameters())
-
-
-def count_params(spec: ExperimentSpec, config: Any) -> int | None:
-    """The spec's parameter count of ``config``, or None when it has no ``params`` hook."""
-    if not spec.params:
+def count_params(protocol: Protocol, config: Any) -> int | None:
+    """The declared parameter count of ``config``, or None when the experiment declares none."""
+    if protocol.params is None:
         return None
-    module, _, func = spec.params.partition(":")
-    fn: Callable[[Any], int] = getattr(importlib.import_module(module), func)
-    return int(fn(config))
+    return int(protocol.params(config))
+
+
+def progress_total(protocol: Protocol, config: Any) -> int | None:
+    """The declared step at which a run of ``config`` ends (None: not declared)."""
+    if protocol.progress_total is None:
+        return None
+    return int(protocol.progress_total(config))
+
+
+def validate_config(name: str, protocol: Protocol, config: Any) -> None:
+    """The experiment's own checks, and a positive ``progress_total``; ValueError names the value."""
+    if protocol.validate is not None:
+        protocol.validate(config)
+    total = progress_total(protocol, config)
+    if total is not None and total < 1:
+        raise ValueError(
+            f"{name}: the run length must be >= 1 {protocol.progress_unit}, got {total}"
+        )
 
 
 def get_spec(name: str) -> ExperimentSpec:
@@ -154,8 +246,9 @@ def load_experiment(name_or_spec: str | ExperimentSpec) -> LoadedExperiment:
             raise ExperimentUnavailableError(
                 f"experiment {spec.name!r}: CONFIGS[{cname!r}] is not a {spec.config_class}"
             )
+    protocol = Protocol.from_dict(spec.name, getattr(module, "PROTOCOL", None))
     return LoadedExperiment(
-        spec, config_class, configs, module.run, getattr(module, "run_many", None)
+        spec, config_class, configs, module.run, getattr(module, "run_many", None), protocol
     )
 
 

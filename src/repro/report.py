@@ -1,13 +1,16 @@
 """``repro report``: a Markdown report with PNG plots, aggregated over seeds.
 
-Sections (each only when the runs carry the data): run status; RL reward curves like the QA2C
-paper's figure (per-episode return, 150-episode rolling mean, mean ± std over seeds against
-environment steps, random-agent line) with a steps-to-solve and parameter-count table;
-evaluation tables (``eval/<split>/<metric>`` finals, mean ± std over seeds); training-loss curves.
+Sections (each only when the runs carry the data, and as the experiment's ``PROTOCOL``
+declares it): run status; per-episode score curves (150-episode rolling mean, mean ± std over
+seeds, the declared random-policy line) with a steps-to-solve and parameter-count table;
+statistics of the declared score (IQM with 95 % stratified-bootstrap CIs, performance profiles,
+probability of improvement: :mod:`repro.stats`); evaluation tables (``eval/<split>/<metric>``
+finals, mean ± std over seeds); training curves, one panel per metric, titled by its key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -18,34 +21,46 @@ import numpy as np
 
 from repro.aggregate import (
     EvalCell,
+    ReportData,
     RLRow,
     RunRecord,
-    episode_returns,
-    eval_tables,
-    load_runs,
-    rl_table,
+    ScoreSection,
+    compute_report,
     rolling_mean,
+    score_curve,
     seed_curves_on_grid,
 )
+from repro.registry import Protocol
 from repro.storage import atomic_write_text
 
-__all__ = ["RANDOM_AGENT_RETURN", "ROLLING_WINDOW", "fmt_cell", "render_report", "write_report"]
+__all__ = ["ROLLING_WINDOW", "fmt_cell", "fmt_num", "render", "render_report", "write_report"]
 
 ROLLING_WINDOW = 150
-RANDOM_AGENT_RETURN = 22.0
-"""Mean CartPole-v1 return of a uniformly random policy (the QA2C paper's reference line)."""
 GRID_POINTS = 400
 _METRIC_ORDER = ("accuracy", "token_accuracy", "mae", "rmse", "r2", "median_ae", "invalid_rate")
-_LOSS_PREFIXES = ("losses/", "train/loss")
+_CURVE_PREFIXES = ("losses/", "train/loss")
+_MAX_CURVES = 6
+
+
+def fmt_num(value: float) -> str:
+    """Three significant digits."""
+    return f"{value:.3g}"
 
 
 def fmt_cell(cell: EvalCell) -> str:
-    """``mean ± std`` with 4 significant digits (``mean`` alone for one seed)."""
+    """``mean ± std`` (three significant digits; ``mean`` alone for one seed), how many seeds
+    were NaN, and the median and range instead when outliers dominate the spread."""
+    nan = f" ({cell.nan} NaN)" if cell.nan else ""
     if cell.n == 0 or math.isnan(cell.mean):
-        return "–"
+        return f"–{nan}"
+    if cell.outliers:
+        return (
+            f"median {fmt_num(cell.median)}, outlier-dominated "
+            f"(range {fmt_num(cell.low)} to {fmt_num(cell.high)}){nan}"
+        )
     if math.isnan(cell.std):
-        return f"{cell.mean:.4g}"
-    return f"{cell.mean:.4g} ± {cell.std:.2g}"
+        return f"{fmt_num(cell.mean)}{nan}"
+    return f"{fmt_num(cell.mean)} ± {fmt_num(cell.std)}{nan}"
 
 
 def _steps(value: float | None) -> str:
@@ -98,28 +113,33 @@ def _band(ax, grid: np.ndarray, values: np.ndarray, label: str, color: object) -
     ax.fill_between(grid[ok], mean - std, mean + std, color=color, alpha=0.2, lw=0)
 
 
-def _reward_axes(ax, max_step: float) -> None:  # type: ignore[no-untyped-def]
+def _score_axes(ax, max_step: float, protocol: Protocol) -> None:  # type: ignore[no-untyped-def]
     from matplotlib.ticker import EngFormatter
 
-    ax.axhline(RANDOM_AGENT_RETURN, color="gray", ls="--", lw=1, label="random agent")
+    if protocol.random_score is not None:
+        ax.axhline(protocol.random_score, color="gray", ls="--", lw=1, label="random policy")
     ax.set_xlim(0, max_step)
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_ylim(0, 510)
-    ax.set_xlabel("environment steps")
+    if protocol.max_score is not None:
+        ax.set_ylim(min(0.0, protocol.random_score or 0.0), 1.02 * protocol.max_score)
+    ax.set_xlabel(protocol.progress_unit + "s")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
 
 
-def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> list[Path]:
-    """The paper's figure: 150-episode rolling mean of the return, mean ± std over seeds, all
-    configs in one panel; and one panel per config that also shows the raw per-episode return."""
+def plot_scores(
+    experiment: str, runs: Sequence[RunRecord], protocol: Protocol, out_dir: Path
+) -> list[Path]:
+    """Per-episode scores: the rolling mean over ``ROLLING_WINDOW`` episodes, mean ± std over
+    seeds, all configs in one panel; and one panel per config that also shows the raw score."""
     by_config: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for r in runs:
-        curve = episode_returns(r.series())
+        curve = score_curve(r, protocol)
         if curve is not None:
             by_config.setdefault(r.config, []).append(curve)
-    if not by_config:
+    if not by_config or protocol.score is None:
         return []
+    score = protocol.score
     max_step = max(float(s[-1]) for curves in by_config.values() for s, _ in curves)
     grid = np.linspace(0.0, max_step, GRID_POINTS)
     n = len(by_config)
@@ -140,17 +160,20 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> l
         with warnings.catch_warnings():  # grid points before any seed's first episode
             warnings.simplefilter("ignore", RuntimeWarning)
             raw_mean = np.nanmean(raw, axis=0)
-        ax.plot(own_grid, raw_mean, color=color, alpha=0.25, lw=0.6, label="return (mean of seeds)")
+        ax.plot(own_grid, raw_mean, color=color, alpha=0.25, lw=0.6, label="per episode (mean)")
         _band(ax, own_grid, smooth, f"MA{ROLLING_WINDOW} (n={len(curves)})", color)
-        ax.set_title(config)
-        _reward_axes(ax, own_max)
+        ax.set_title(f"{config}: {score}", fontsize=9)
+        _score_axes(ax, own_max, protocol)
         common = seed_curves_on_grid(smoothed, grid)  # (S, G) on the common grid
         _band(ax_all, grid, common, f"{config} (n={len(curves)})", color)
     for j in range(n, nrows * ncols):
         axes[j // ncols, j % ncols].set_visible(False)
-    _reward_axes(ax_all, max_step)
-    ax_all.set_title(f"{experiment}: {ROLLING_WINDOW}-episode rolling mean, mean ± std over seeds")
-    ax_all.set_ylabel("episode return")
+    _score_axes(ax_all, max_step, protocol)
+    ax_all.set_title(
+        f"{experiment}: {score}, {ROLLING_WINDOW}-episode rolling mean, mean ± std over seeds",
+        fontsize=9,
+    )
+    ax_all.set_ylabel(score)
     paths = [
         out_dir / f"{_slug(experiment)}_rewards.png",
         out_dir / f"{_slug(experiment)}_rewards_per_config.png",
@@ -161,16 +184,43 @@ def plot_rewards(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> l
     return paths
 
 
-def _loss_keys(runs: Sequence[RunRecord]) -> list[str]:
+def plot_profiles(section: ScoreSection, out_dir: Path) -> Path | None:
+    """Performance profiles: the fraction of runs whose score exceeds τ, with 95 % CIs."""
+    if not section.profiles or len(section.taus) < 2:
+        return None
+    fig, axes = _figure(1, 1, (6.5, 4.0))
+    ax = axes[0, 0]
+    colors = _colors()
+    for i, (config, (prof, low, high)) in enumerate(sorted(section.profiles.items())):
+        color = colors[i % len(colors)]
+        n = next(len(r.scores) for r in section.rows if r.config == config)
+        ax.plot(section.taus, prof, color=color, lw=1.5, label=f"{config} (n={n})")
+        ax.fill_between(section.taus, low, high, color=color, alpha=0.2, lw=0)
+    ax.set_xlabel(f"score τ ({section.protocol.score})")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{section.experiment}: performance profiles (95 % bootstrap CIs)", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / f"{_slug(section.experiment)}_profiles.png"
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def _curve_keys(runs: Sequence[RunRecord]) -> list[str]:
     keys: dict[str, None] = {}
     for r in runs:
-        keys.update({k: None for k in r.series() if k.startswith(_LOSS_PREFIXES)})
-    return list(keys)[:4]
+        keys.update({k: None for k in r.series() if k.startswith(_CURVE_PREFIXES)})
+    return list(keys)[:_MAX_CURVES]
 
 
-def plot_losses(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> Path | None:
-    """Training-loss curves (up to four ``losses/*`` keys), mean ± std over seeds per config."""
-    keys = _loss_keys(runs)
+def plot_training_curves(
+    experiment: str, runs: Sequence[RunRecord], protocol: Protocol, out_dir: Path
+) -> Path | None:
+    """Training curves (``losses/*`` keys, at most six), mean ± std over seeds per config; each
+    panel is titled by the metric it shows."""
+    keys = _curve_keys(runs)
     if not keys:
         return None
     fig, axes = _figure(1, len(keys), (4.5 * len(keys), 3.4))
@@ -184,52 +234,112 @@ def plot_losses(experiment: str, runs: Sequence[RunRecord], out_dir: Path) -> Pa
             grid = np.linspace(0.0, max(float(x[-1]) for x, _ in curves), GRID_POINTS)
             _band(ax, grid, seed_curves_on_grid(curves, grid), config, colors[i % len(colors)])
         ax.set_title(key)
-        ax.set_xlabel("step")
+        ax.set_ylabel(key.rsplit("/", 1)[-1])
+        ax.set_xlabel(protocol.progress_unit + "s")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{experiment}: training losses (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(f"{experiment}: training curves (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
-    path = out_dir / f"{_slug(experiment)}_losses.png"
+    path = out_dir / f"{_slug(experiment)}_losses.png"  # name kept: docs link it
     fig.savefig(path, dpi=90)
     return path
 
 
+_STATUSES = ("finished", "failed", "incomplete", "corrupt")
+
+
 def _status_section(records: Sequence[RunRecord]) -> list[str]:
-    lines = ["## Runs", "", "| experiment | config | seeds | finished | failed | incomplete |"]
-    lines.append("|---|---|---|---|---|---|")
+    lines = ["## Runs", "", "| experiment | config | seeds | " + " | ".join(_STATUSES) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(_STATUSES))
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
         groups.setdefault((r.experiment, r.config), []).append(r)
-    failures = []
+    problems = []
     for (exp, config), runs in groups.items():
-        count = {s: sum(r.status == s for r in runs) for s in ("finished", "failed", "incomplete")}
+        count = [str(sum(r.status == s for r in runs)) for s in _STATUSES]
         seeds = ",".join(str(r.seed) for r in runs)
-        lines.append(
-            f"| {exp} | {config} | {seeds} | {count['finished']} | {count['failed']} | {count['incomplete']} |"
-        )
-        failures += [
-            f"- {exp}/{config}/seed-{r.seed}: {r.summary.get('error', '?')}"
-            for r in runs
-            if r.status == "failed"
-        ]
-    if failures:
-        lines += ["", "Failed runs:", *failures]
+        lines.append(f"| {exp} | {config} | {seeds} | " + " | ".join(count) + " |")
+        for r in runs:
+            if r.status == "failed":
+                problems.append(f"- {exp}/{config}/seed-{r.seed}: {r.summary.get('error', '?')}")
+            elif r.status == "corrupt":
+                problems.append(f"- {exp}/{config}/seed-{r.seed} (not used): {r.error}")
+    if problems:
+        lines += ["", "Failed or unreadable runs:", *problems]
     return [*lines, ""]
 
 
-def _rl_section(rows: Sequence[RLRow]) -> list[str]:
-    lines = [
-        "| config | seeds | first 500 (median) | reached 500 | solved (MA100 ≥ 475, median) "
-        "| seeds solved | MA100 at end | max steps | params |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def _rl_section(rows: Sequence[RLRow], protocol: Protocol) -> list[str]:
+    head = ["config", "seeds"]
+    if protocol.max_score is not None:
+        head += [
+            f"first {fmt_num(protocol.max_score)} (median)",
+            f"reached {fmt_num(protocol.max_score)}",
+        ]
+    if protocol.solve_threshold is not None:
+        head += [
+            f"solved (MA{protocol.solve_window} ≥ {fmt_num(protocol.solve_threshold)}, median)",
+            "seeds solved",
+        ]
+    head += [f"score (last {protocol.score_window} episodes)", "max steps", "params"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        cells = [r.config, str(r.seeds)]
+        if protocol.max_score is not None:
+            cells += [_steps(r.median_first_max), f"{r.reached_max}/{r.seeds}"]
+        if protocol.solve_threshold is not None:
+            cells += [_steps(r.median_solved), f"{r.solved}/{r.seeds}"]
         params = "–" if r.params is None else f"{r.params:g}"
-        lines.append(
-            f"| {r.config} | {r.seeds} | {_steps(r.median_first_500)} | {r.reached_500}/{r.seeds} "
-            f"| {_steps(r.median_solved)} | {r.solved}/{r.seeds} | {fmt_cell(r.final_ma100)} "
-            f"| {_steps(r.max_step)} | {params} |"
-        )
+        cells += [fmt_cell(r.final_score), _steps(r.max_step), params]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ci(value: float, low: float, high: float) -> str:
+    return f"{fmt_num(value)} [{fmt_num(low)}, {fmt_num(high)}]"
+
+
+def _statistics_section(section: ScoreSection, out_dir: Path) -> list[str]:
+    p = section.protocol
+    what = (
+        f"the mean of its last {p.score_window} episodes' `{p.score}`"
+        if p.score_per == "episode"
+        else f"its final `{p.score}`"
+    )
+    lines = [
+        f"### Statistics of the score (`{p.score}`)",
+        "",
+        f"A run's score is {what}. IQM: interquartile mean over runs, with a 95 % "
+        "stratified-bootstrap confidence interval (percentile, 2000 resamples; rliable's "
+        "protocol). Seeds whose score is NaN are counted, not used.",
+        "",
+        "| config | runs | NaN | IQM [95 % CI] | mean ± std |",
+        "|---|---|---|---|---|",
+    ]
+    for row in section.rows:
+        iqm = "–" if row.iqm is None else _ci(row.iqm.value, row.iqm.low, row.iqm.high)
+        cell = fmt_cell(dataclasses.replace(row.cell, nan=0))
+        lines.append(f"| {row.config} | {len(row.scores)} | {row.nan} | {iqm} | {cell} |")
+    lines.append("")
+    plot = plot_profiles(section, out_dir)
+    if plot is not None:
+        lines += [f"![{plot.stem}]({plot.name})", ""]
+    configs = [r.config for r in section.rows if len(r.scores)]
+    if len(configs) >= 2 and section.improvement:
+        lines += [
+            "Probability of improvement P(X > Y): a run of the row's config X scores above a run "
+            "of the column's config Y (ties count one half), with its 95 % CI:",
+            "",
+            "| X \\ Y | " + " | ".join(configs) + " |",
+            "|---|" + "---|" * len(configs),
+        ]
+        for x in configs:
+            cells = []
+            for y in configs:
+                est = section.improvement.get((x, y))
+                cells.append("–" if est is None else _ci(est.value, est.low, est.high))
+            lines.append(f"| {x} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -240,7 +350,7 @@ def _eval_section(split: str, table: dict[str, dict[str, EvalCell]]) -> list[str
     lines.append("| config | seeds | " + " | ".join(metrics) + " |")
     lines.append("|---|---|" + "---|" * len(metrics))
     for config, cells in sorted(table.items()):
-        n = max(c.n for c in cells.values())
+        n = max(c.n + c.nan for c in cells.values())
         row = [fmt_cell(cells[m]) if m in cells else "–" for m in metrics]
         lines.append(f"| {config} | {n} | " + " | ".join(row) + " |")
     return [*lines, ""]
@@ -248,44 +358,47 @@ def _eval_section(split: str, table: dict[str, dict[str, EvalCell]]) -> list[str
 
 def render_report(runs_dir: Path, out_dir: Path) -> str:
     """Build the Markdown text; plots are written into ``out_dir``."""
-    records = load_runs(runs_dir)
-    if not records:
-        raise FileNotFoundError(f"no runs (experiment/config/seed-N/config.json) under {runs_dir}")
+    return render(compute_report(runs_dir), out_dir)
+
+
+def render(data: ReportData, out_dir: Path) -> str:
+    """The Markdown of computed results (:func:`repro.aggregate.compute_report`); the plots are
+    drawn from the same data into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"# Report: {runs_dir}",
+        f"# Report: {data.runs_dir}",
         "",
-        "mean ± std: mean and sample standard deviation (ddof = 1) over the finished seeds.",
+        "mean ± std: mean and sample standard deviation (ddof = 1) over the finished seeds; "
+        "numbers with three significant digits.",
         "",
-        *_status_section(records),
+        *_status_section(data.records),
     ]
-    rl_rows = rl_table([r for r in records if r.status == "finished"])
-    evals = eval_tables(records)
-    for exp in sorted({r.experiment for r in records}):
-        runs = [r for r in records if r.experiment == exp and r.status == "finished"]
+    for res in data.experiments:
+        exp, protocol = res.experiment, res.protocol
         lines += [f"## {exp}", ""]
-        exp_rl = [r for r in rl_rows if r.experiment == exp]
-        if exp_rl:
-            for plot in plot_rewards(exp, runs, out_dir):
+        if res.rl_rows:
+            for plot in plot_scores(exp, res.runs, protocol, out_dir):
                 lines += [f"![{plot.stem}]({plot.name})", ""]
             lines += [
-                "Steps to solve (environment steps; medians over the seeds that got there):",
+                f"Steps to solve ({protocol.progress_unit}s; medians over the seeds that got "
+                "there):",
                 "",
             ]
-            lines += [*_rl_section(exp_rl), ""]
-        splits = evals.get(exp, {})
-        main = [s for s in splits if "/" not in s]
-        detail = [s for s in splits if "/" in s]
+            lines += [*_rl_section(res.rl_rows, protocol), ""]
+        if res.scores is not None:
+            lines += _statistics_section(res.scores, out_dir)
+        main = [s for s in res.evals if "/" not in s]
+        detail = [s for s in res.evals if "/" in s]
         for split in sorted(main):
-            lines += _eval_section(split, splits[split])
+            lines += _eval_section(split, res.evals[split])
         if detail:
             lines += ["<details><summary>per-category results</summary>", ""]
             for split in sorted(detail):
-                lines += _eval_section(split, splits[split])
+                lines += _eval_section(split, res.evals[split])
             lines += ["</details>", ""]
-        loss_plot = plot_losses(exp, runs, out_dir)
-        if loss_plot is not None:
-            lines += [f"![{exp} losses]({loss_plot.name})", ""]
+        curves = plot_training_curves(exp, res.runs, protocol, out_dir)
+        if curves is not None:
+            lines += [f"![{exp} training curves]({curves.name})", ""]
     return "\n".join(lines)
 
 

@@ -5,44 +5,71 @@ picklable :class:`Batch`. It owns the run folder while the run is alive: it writ
 ``config.json``, appends rows to ``metrics.jsonl`` (dropping rows a resumed experiment yields
 again), mirrors them to TensorBoard when available, and writes ``summary.json`` at the end.
 An exception inside the experiment is recorded (status ``failed`` with its traceback) and
-returned, never raised: the sweep goes on.
+returned, never raised: the sweep goes on. A run holds its folder's lock (:mod:`repro.locks`)
+while it executes; a run whose lock another live process holds is ``skipped`` with a message.
+A :class:`RunInterrupted` or ``KeyboardInterrupt`` (Ctrl-C, the driver's SIGTERM) closes the
+run's files without a summary, so the run stays ``incomplete``, and propagates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import io
 import os
 import time
 import traceback
+import typing
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal
 
+from repro.locks import RunLock, RunLockedError
 from repro.registry import (
     ExperimentSpec,
     LoadedExperiment,
+    Protocol,
     config_to_json,
     count_params,
     load_experiment,
 )
 from repro.storage import (
     CONFIG_FILE,
+    CONFIG_HINT,
+    METRICS_FILE,
     OUTPUT_FILE,
     SUMMARY_FILE,
+    CorruptFileError,
     MetricsWriter,
     atomic_write_json,
+    has_results,
     json_equal,
     read_json,
+    read_metrics,
 )
 
-__all__ = ["Batch", "ConfigMismatchError", "RunResult", "RunTask", "check_config", "execute_batch"]
+__all__ = [
+    "Batch",
+    "ConfigMismatchError",
+    "RunInterrupted",
+    "RunResult",
+    "RunTask",
+    "check_checkpoint",
+    "check_config",
+    "execute_batch",
+    "record_crash",
+]
 
 
 class ConfigMismatchError(ValueError):
-    """A run folder already holds a run of a different config."""
+    """A run folder already holds a run of a different config (or of one it cannot verify)."""
+
+
+class RunInterrupted(BaseException):
+    """The run was stopped from outside (the driver's SIGTERM); it stays resumable."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +79,8 @@ class RunTask:
     config_name: str
     config: Any
     run_dir: Path
+    total: int | None = None
+    """The step the run ends at, in the experiment's progress unit (None: not declared)."""
 
     @property
     def seed(self) -> int:
@@ -83,17 +112,26 @@ class RunResult:
     error: str = ""
 
 
-class _Scalars(Protocol):
+class _Scalars(typing.Protocol):
     def add_scalar(self, tag: str, value: float, step: int) -> None: ...
     def close(self) -> None: ...
 
 
 def check_config(run_dir: Path, config_json: Mapping[str, Any]) -> bool:
-    """Whether ``run_dir`` already has a ``config.json``; raise if it differs from ``config_json``."""
+    """Whether ``run_dir`` already has a ``config.json``; raise if it differs from ``config_json``
+    (:class:`ConfigMismatchError`), if it is corrupt (:class:`CorruptFileError`), or if it is
+    missing while the folder holds a run's files: they could be from any config."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
+        if has_results(run_dir):
+            raise CorruptFileError(
+                f"{run_dir} holds a run's files but no {CONFIG_FILE}, so which config wrote "
+                f"them cannot be checked; {CONFIG_HINT}"
+            )
         return False
-    stored = read_json(path)
+    stored = read_json(path, CONFIG_HINT)
+    if not isinstance(stored, dict):
+        raise CorruptFileError(f"{path} does not hold a JSON object; {CONFIG_HINT}")
     if not json_equal(stored, dict(config_json)):
         diff = sorted(
             k
@@ -106,6 +144,20 @@ def check_config(run_dir: Path, config_json: Mapping[str, Any]) -> bool:
             "use another --out folder or remove that run folder"
         )
     return True
+
+
+def check_checkpoint(run_dir: Path, protocol: Protocol) -> None:
+    """A declared checkpoint that exists must be a complete ``torch.save`` zip archive; a
+    truncated one raises :class:`CorruptFileError` naming it (instead of an ``OSError`` from
+    ``torch.load`` on every retry)."""
+    if protocol.checkpoint is None:
+        return
+    path = Path(run_dir) / protocol.checkpoint
+    if path.exists() and not zipfile.is_zipfile(path):
+        raise CorruptFileError(
+            f"{path} is truncated or corrupt (not a complete torch.save archive); restore it, "
+            "or remove this run folder to train the run again"
+        )
 
 
 def _now() -> str:
@@ -124,21 +176,41 @@ def _open_tensorboard(run_dir: Path) -> _Scalars | None:
 class _Member:
     """The open files of one run while it executes."""
 
-    def __init__(self, spec: ExperimentSpec, task: RunTask, tensorboard: bool) -> None:
+    def __init__(
+        self, spec: ExperimentSpec, protocol: Protocol, task: RunTask, tensorboard: bool
+    ) -> None:
+        """Take the run's lock, check what is on disk, then open the run's files.
+
+        Raises (with nothing on disk changed) :class:`RunLockedError`,
+        :class:`ConfigMismatchError` or :class:`CorruptFileError`.
+        """
         self.experiment = spec.name
-        self.params = count_params(spec, task.config)
         self.task = task
         run_dir = Path(task.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_json = config_to_json(task.config)
-        if not check_config(run_dir, config_json):
+        self.lock = RunLock(run_dir).acquire()
+        try:
+            self.params = count_params(protocol, task.config)
+            config_json = config_to_json(task.config)
+            has_config = check_config(run_dir, config_json)
+            check_checkpoint(run_dir, protocol)
+            self.metrics = MetricsWriter(run_dir / METRICS_FILE)  # checks every stored line
+        except BaseException:
+            self.lock.release()
+            raise
+        if not has_config:
             atomic_write_json(run_dir / CONFIG_FILE, config_json)
         (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a failed run being retried
-        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
         self.resumed_from = self.metrics.last_step
         self.tb = _open_tensorboard(run_dir) if tensorboard else None
         self.start = time.perf_counter()
         self.started_at = _now()
+
+    def abandon(self) -> None:
+        """Close the files without a summary (the run stays ``incomplete``) and unlock."""
+        self.metrics.close()
+        if self.tb is not None:
+            self.tb.close()
+        self.lock.release()
 
     def add(self, row: Mapping[str, Any]) -> bool:
         if not self.metrics.append(row):
@@ -177,7 +249,10 @@ class _Member:
             summary["traceback"] = "".join(
                 traceback.format_exception(type(error), error, error.__traceback__)
             )
-        atomic_write_json(Path(self.task.run_dir) / SUMMARY_FILE, summary)
+        try:
+            atomic_write_json(Path(self.task.run_dir) / SUMMARY_FILE, summary)
+        finally:
+            self.lock.release()
         return RunResult(
             self.experiment,
             self.task.config_name,
@@ -200,12 +275,49 @@ def _set_threads(threads: int) -> None:
 def _failed(
     spec: ExperimentSpec, tasks: Sequence[RunTask], error: BaseException
 ) -> list[RunResult]:
-    """Results for runs that could not even start (e.g. their module failed to import)."""
+    """Results for runs that could not even start (their module failed to import, their lock is
+    held elsewhere: ``skipped``, a file of theirs is corrupt ...); nothing on disk changes."""
     message = f"{type(error).__name__}: {error}"
+    status: Literal["failed", "skipped"] = (
+        "skipped" if isinstance(error, RunLockedError) else "failed"
+    )
     return [
-        RunResult(spec.name, t.config_name, t.seed, str(t.run_dir), "failed", error=message)
+        RunResult(spec.name, t.config_name, t.seed, str(t.run_dir), status, error=message)
         for t in tasks
     ]
+
+
+def record_crash(spec: ExperimentSpec, task: RunTask, message: str) -> RunResult:
+    """Record a run whose worker process died under it: ``summary.json`` says ``failed`` with
+    ``message`` (when the run had started, i.e. wrote its ``config.json``) and what it logged."""
+    run_dir = Path(task.run_dir)
+    failed = RunResult(
+        spec.name, task.config_name, task.seed, str(run_dir), "failed", error=message
+    )
+    if not (run_dir / CONFIG_FILE).exists():
+        return failed
+    try:
+        with RunLock(run_dir):
+            final: dict[str, Any] = {}
+            rows, last = 0, None
+            for row in read_metrics(run_dir / METRICS_FILE):
+                final.update(row)
+                rows, last = rows + 1, row["step"]
+            summary = {
+                "status": "failed",
+                "experiment": spec.name,
+                "config": task.config_name,
+                "seed": task.seed,
+                "last_step": last,
+                "rows": rows,
+                "finished_at": _now(),
+                "final": final,
+                "error": message,
+            }
+            atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    except (RunLockedError, CorruptFileError, OSError) as e:
+        return dataclasses.replace(failed, error=f"{message}; {e}")
+    return dataclasses.replace(failed, rows=rows)
 
 
 class _Tee(io.TextIOBase):
@@ -248,7 +360,7 @@ def _run_single(
     results = []
     for task in batch.tasks:
         try:
-            member = _Member(batch.spec, task, batch.tensorboard)
+            member = _Member(batch.spec, exp.protocol, task, batch.tensorboard)
         except Exception as e:
             results += _failed(batch.spec, [task], e)
             continue
@@ -260,6 +372,9 @@ def _run_single(
                         on_row(Path(task.run_dir), int(row["step"]))
         except Exception as e:
             error = e
+        except BaseException:
+            member.abandon()
+            raise
         results.append(member.finish(error))
     return results
 
@@ -269,25 +384,33 @@ def _run_group(
 ) -> list[RunResult]:
     assert exp.run_many is not None
     members: list[_Member] = []
-    try:
-        for t in batch.tasks:
-            members.append(_Member(batch.spec, t, batch.tensorboard))
-    except Exception as e:
-        return [m.finish(e) for m in members] + _failed(batch.spec, batch.tasks[len(members) :], e)
+    results: list[RunResult] = []
+    for t in batch.tasks:  # a member that cannot start is left out; the others train together
+        try:
+            members.append(_Member(batch.spec, exp.protocol, t, batch.tensorboard))
+        except Exception as e:
+            results += _failed(batch.spec, [t], e)
+    if not members:
+        return results
+    tasks = [m.task for m in members]
     error: Exception | None = None
     try:
         rows: Iterator[tuple[int, Mapping[str, Any]]] = exp.run_many(
-            [t.config for t in batch.tasks], [Path(t.run_dir) for t in batch.tasks]
+            [t.config for t in tasks], [Path(t.run_dir) for t in tasks]
         )
-        with _output_to([t.run_dir for t in batch.tasks], batch.capture_output):
+        with _output_to([t.run_dir for t in tasks], batch.capture_output):
             for index, row in rows:
                 if not 0 <= index < len(members):
                     raise ValueError(f"run_many yielded member index {index} of {len(members)}")
                 if members[index].add(row) and on_row is not None:
-                    on_row(Path(batch.tasks[index].run_dir), int(row["step"]))
+                    on_row(Path(tasks[index].run_dir), int(row["step"]))
     except Exception as e:
         error = e
-    return [m.finish(error) for m in members]
+    except BaseException:
+        for m in members:
+            m.abandon()
+        raise
+    return results + [m.finish(error) for m in members]
 
 
 def execute_batch(

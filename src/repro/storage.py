@@ -1,9 +1,11 @@
 """Run folders: ``config.json``, the append-only ``metrics.jsonl`` and ``summary.json``.
 
 A run folder is ``OUT/experiment/config/seed-N/``. Files that are written whole (config,
-summary) are written atomically (temp file in the same folder, fsync, ``os.replace``); the
-metrics log is append-only, one JSON object per line, flushed after every row. A run killed
-mid-write leaves at most one torn last line, which :func:`repair_metrics` removes.
+summary, report) are written atomically by :func:`atomic_write_text` (temp file in the same
+folder, fsync, ``os.replace``); the metrics log is append-only, one JSON object per line, flushed
+after every row. A run killed mid-write leaves at most one torn last line, which
+:func:`repair_metrics` removes; a bad line anywhere else is corruption, reported by
+:class:`CorruptFileError` with its line number, never skipped silently.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "METRICS_FILE",
     "OUTPUT_FILE",
     "SUMMARY_FILE",
+    "CorruptFileError",
     "MetricsWriter",
     "RunState",
     "atomic_write_json",
@@ -81,9 +84,20 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+class CorruptFileError(ValueError):
+    """A run file that cannot be read back (empty, truncated, not JSON); the message names the
+    file, the line where it applies, and what to do."""
+
+
+def read_json(path: Path, what_to_do: str = "") -> Any:
+    """The JSON in ``path``; an empty or invalid file raises :class:`CorruptFileError`."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        hint = f"; {what_to_do}" if what_to_do else ""
+        raise CorruptFileError(f"{path} is empty or not valid JSON ({e}){hint}") from None
 
 
 def check_row(row: object, previous_step: int | None) -> dict[str, Scalar]:
@@ -140,36 +154,59 @@ def repair_metrics(path: Path) -> int:
 
 
 def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` (a torn last line is skipped, not repaired)."""
+    """The rows of a ``metrics.jsonl``. A torn last line is skipped (not repaired); a bad line
+    before the last raises :class:`CorruptFileError` naming its line number."""
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                return
-            try:
-                yield json.loads(line)
-            except ValueError:
-                return
+    with open(path, "rb") as f:
+        pending: tuple[int, bytes] | None = None  # a bad line, fatal unless it is the last
+        for number, line in enumerate(f, 1):
+            if pending is not None:
+                raise _corrupt_line(path, *pending)
+            row = _parse_row(line) if line.endswith(b"\n") else None
+            if row is None:
+                pending = (number, line)
+                continue
+            yield row
+
+
+def _parse_row(line: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(row, dict) or isinstance(row.get("step"), bool):
+        return None
+    return row if isinstance(row.get("step"), int) else None
+
+
+def _corrupt_line(path: Path, number: int, line: bytes) -> CorruptFileError:
+    shown = line[:60].decode("utf-8", "replace").rstrip("\n")
+    return CorruptFileError(
+        f"{path}: line {number} is not a metric row ({shown!r}) and more rows follow it: "
+        "the log was changed after it was written; remove this run folder to train the run "
+        "again (or restore the file)"
+    )
 
 
 class MetricsWriter:
     """Appends rows to ``metrics.jsonl``, one JSON line per row, flushed per row.
 
-    On open it repairs a torn last line and reads back the stored rows, so that
-    ``last_step`` and ``final`` (the last value of each key) cover the whole run.
+    On open it reads back the stored rows, so that ``last_step`` and ``final`` (the last value
+    of each key) cover the whole run, then repairs a torn last line; a corrupt line before the
+    last raises :class:`CorruptFileError` before anything is changed.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_metrics(self.path)
         self.last_step: int | None = None
         self.final: dict[str, Scalar] = {}
         self.rows = 0
         for row in read_metrics(self.path):
             self._account(row)
+        repair_metrics(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def _account(self, row: Mapping[str, Any]) -> None:
@@ -216,15 +253,30 @@ def run_state(run_dir: Path) -> RunState:
     cfg_path = run_dir / CONFIG_FILE
     if not cfg_path.exists():
         return RunState("new")
-    config = read_json(cfg_path)
+    config = read_json(cfg_path, CONFIG_HINT)
+    if not isinstance(config, dict):
+        raise CorruptFileError(f"{cfg_path} does not hold a JSON object; {CONFIG_HINT}")
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.exists():
         return RunState("incomplete", config)
-    summary = read_json(summary_path)
-    status = summary.get("status")
+    summary = read_json(summary_path, SUMMARY_HINT)
+    status = summary.get("status") if isinstance(summary, dict) else None
     if status not in ("finished", "failed"):
-        raise ValueError(f"{summary_path}: unknown status {status!r}")
+        raise CorruptFileError(f"{summary_path}: unknown status {status!r}; {SUMMARY_HINT}")
     return RunState(status, config, summary)
+
+
+CONFIG_HINT = "restore it, or remove this run folder to train the run again"
+SUMMARY_HINT = "delete it and run the same command again: the run resumes and rewrites it"
+
+
+def has_results(run_dir: Path) -> bool:
+    """Whether a run folder holds anything a run wrote (rows, a summary, other files)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    ignore = {".lock", CONFIG_FILE}
+    return any(p.name not in ignore for p in run_dir.iterdir())
 
 
 def json_equal(a: Any, b: Any) -> bool:

@@ -39,3 +39,23 @@ def test_ray_sweep_matches_local_and_records_failures(
     assert main([*bad, "--out", str(tmp_path / "bad")]) == 1
     assert "1 finished, 0 skipped, 1 failed" in capsys.readouterr().out
     assert run_state(tmp_path / "bad" / "toy" / "small" / "seed-0").status == "failed"
+
+
+def test_killed_driver_takes_the_local_ray_it_started_along(tmp_path: Path) -> None:
+    """Issue 16.5: after the driver was killed, Ray's agents stayed alive for over a minute."""
+    import psutil
+
+    from tests.repro.test_processes import _driver, _gone, _rows, _wait_for
+
+    argv = ["run", "toy", "--config", "small", "--set", "sleep_s=0.2", "--backend", "ray"]
+    proc = _driver([*argv, "--workers", "1", "--no-progress", "--out", str(tmp_path)])
+    metrics = tmp_path / "toy" / "small" / "seed-0" / "metrics.jsonl"
+    _wait_for(lambda: _rows(metrics) >= 2, "the Ray task to log 2 rows")
+    started = psutil.Process(proc.pid).children(recursive=True)
+    names = {p.name() for p in started}
+    assert {"gcs_server", "raylet"} <= names, names
+    proc.kill()
+    proc.wait()
+    # Left alone, Ray's agents outlive a killed driver by over a minute; the reaper ends them
+    # within seconds. 45 s separates the two on a loaded machine.
+    _wait_for(lambda: all(_gone(p.pid) for p in started), "Ray's processes to end", 45.0)

@@ -66,3 +66,48 @@ def test_qa2c_cartpole_end_to_end_grouped(tmp_path: Path) -> None:
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| HA2Q | 2 | – | 0/2 |" in text and "| 66 |" in text
     assert (tmp_path / "rep" / "qa2c-cartpole_rewards.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "bad", "message"),
+    [
+        ("qa2c-cartpole", "total_steps=-5", "total_steps must be a positive int, got -5"),
+        ("qa2c-cartpole", "total_steps=0", "total_steps must be a positive int, got 0"),
+        ("qa2c-cartpole", "checkpoint_every=-3", "checkpoint_every must be a positive int"),
+        ("qa2c-cartpole", "dtype=float16", "dtype: expected one of"),
+        ("ntl-arith", "max_steps=0", "max_steps must be a positive int, got 0"),
+        (
+            "ntl-regression",
+            "checkpoint_every=7",
+            "checkpoint_every must be a multiple of log_every",
+        ),
+    ],
+)
+def test_real_experiments_declare_their_checks(
+    experiment: str, bad: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16.6: invalid values wrote a run folder first; the experiments' declared checks run
+    before any folder exists."""
+    assert main(["run", experiment, "--set", bad, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_experiments_declare_score_progress_and_params() -> None:
+    from repro.registry import count_params, load_experiment, progress_total
+
+    cartpole = load_experiment("qa2c-cartpole")
+    p = cartpole.protocol
+    assert (p.score, p.score_per, p.solve_threshold, p.max_score) == (
+        "charts/episodic_return",
+        "episode",
+        475.0,
+        500.0,
+    )
+    assert count_params(p, cartpole.configs["HA2Q"]) == 66  # the paper's count
+    assert progress_total(p, cartpole.configs["HA2Q"]) == cartpole.configs["HA2Q"].total_steps
+    for name in ("ntl-arith", "ntl-regression"):
+        exp = load_experiment(name)
+        config = next(iter(exp.configs.values()))
+        assert exp.protocol.progress_unit == "optimiser step"
+        assert progress_total(exp.protocol, config) == config.max_steps

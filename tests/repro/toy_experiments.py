@@ -8,7 +8,9 @@ checkpoints (weights, generator state, step) to ``run_dir/checkpoint.pt`` atomic
 from __future__ import annotations
 
 import os
+import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,11 @@ class ToyConfig:
     """Raise a RuntimeError at this step (negative: never)."""
     sleep_s: float = 0.0
     """Sleep after each row (to let a test kill the run mid-way)."""
+    die_at_step: int = -1
+    """A worker crash: SIGKILL the process running seed ``die_seed`` at this step, the first
+    time only (a marker file in the run folder remembers it); negative: never."""
+    die_seed: int = 0
+    """The seed whose process ``die_at_step`` kills."""
     label: str = "toy"
     """A free-form string (to test string overrides)."""
     fast: bool = False
@@ -43,6 +50,9 @@ class ToyConfig:
 
 
 CONFIGS = {"small": ToyConfig(), "fast-lr": ToyConfig(lr=0.3, total_steps=20)}
+
+if os.environ.get("REPRO_TOY_IMPORT_WARNING"):  # like a library that warns when imported
+    warnings.warn("toy: a warning at import", UserWarning, stacklevel=1)
 
 
 def run(config: ToyConfig, run_dir: Path) -> Iterator[dict[str, float | int]]:
@@ -63,6 +73,11 @@ def run(config: ToyConfig, run_dir: Path) -> Iterator[dict[str, float | int]]:
         w = w - config.lr * grad
         if step == config.fail_at_step:
             raise RuntimeError(f"toy failure at step {step}")
+        if step == config.die_at_step and config.seed == config.die_seed:
+            marker = Path(run_dir) / "died-once"
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
         yield {
             "step": step,
             "losses/mse": float((err**2).mean()),
@@ -91,6 +106,22 @@ def run_many(
             except StopIteration:
                 live.remove(i)
 
+
+def validate(config: ToyConfig) -> None:
+    for name in ("total_steps", "checkpoint_every", "batch"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
+PROTOCOL = {
+    "score": "charts/slope",
+    "score_per": "run",
+    "progress_unit": "SGD step",
+    "progress_total": lambda config: config.total_steps,
+    "params": lambda config: 2,
+    "validate": validate,
+    "checkpoint": "checkpoint.pt",
+}
 
 SPEC = ExperimentSpec("toy", __name__, "ToyConfig", "deterministic toy regression")
 BROKEN = ExperimentSpec("toy-missing", "tests.repro.no_such_module", "X", "never importable")

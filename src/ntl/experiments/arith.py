@@ -293,3 +293,14 @@ def _append_rows(rows: Iterator[dict[str, Any]], path: Path, dumps: Any) -> None
 
 if __name__ == "__main__":
     main()
+
+
+# What the experiment runner needs to know, as plain data (DESIGN.md convention 11).
+PROTOCOL: dict[str, Any] = {
+    "score": "eval/interpolate/accuracy",
+    "score_per": "run",
+    "progress_unit": "optimiser step",
+    "progress_total": lambda config: config.max_steps,
+    "validate": _check_config,
+    "checkpoint": "checkpoint.pt",
+}

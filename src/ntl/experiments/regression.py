@@ -241,3 +241,14 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# What the experiment runner needs to know, as plain data (DESIGN.md convention 11).
+PROTOCOL: dict[str, Any] = {
+    "score": "regression/r2",
+    "score_per": "run",
+    "progress_unit": "optimiser step",
+    "progress_total": lambda config: config.max_steps,
+    "validate": _check_config,
+    "checkpoint": "checkpoint.pt",
+}

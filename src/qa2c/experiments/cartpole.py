@@ -243,3 +243,29 @@ CONFIGS: dict[str, CartPoleConfig] = {
     # classical MLPs of the same size (hidden 10: 72 + 61 = 133 parameters), same algorithm
     "A2C-improved": CartPoleConfig(agent="A2C", hidden=10, **_IMPROVED_ALGO),  # type: ignore[arg-type]
 }
+
+
+def _validate_config(config: CartPoleConfig) -> None:
+    """Raise ValueError naming the first bad value (before the runner creates any folder)."""
+    for name in ("total_steps", "checkpoint_every", "n_envs", "n_steps"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    make_agent(config, warn=False)  # agent, dtype and head options (a small agent, milliseconds)
+
+
+# What the experiment runner needs to know, as plain data (DESIGN.md convention 11).
+PROTOCOL: dict[str, Any] = {
+    "score": "charts/episodic_return",
+    "score_per": "episode",
+    "score_window": 100,
+    "solve_threshold": 475.0,
+    "solve_window": 100,
+    "max_score": 500.0,
+    "random_score": 22.0,  # mean CartPole-v1 return of a uniformly random policy (the paper's line)
+    "progress_unit": "env step",
+    "progress_total": lambda config: config.total_steps,
+    "params": lambda config: make_agent(config, warn=False).num_parameters(),
+    "validate": _validate_config,
+    "checkpoint": "checkpoint.pt",
+}
