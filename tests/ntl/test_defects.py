@@ -108,7 +108,7 @@ def test_undefined_softmax_rejected(fused: bool) -> None:
     # Every number-token logit -inf at a number label: the NTL softmax is undefined.
     numbers_masked = logits.clone()
     numbers_masked[0, 1, 1:5] = NEG_INF
-    with pytest.raises(ValueError, match="number tokens of a number label.*entirely -inf"):
+    with pytest.raises(ValueError, match=r"number tokens of a number label.*entirely -inf"):
         cross_entropy_with_ntl(numbers_masked, labels, vocab, fused=fused)
 
 
