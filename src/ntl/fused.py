@@ -44,6 +44,7 @@ __all__ = [
     "ntl_value_and_grad",
     "plan_labels",
     "softmax_ce_grad_",
+    "softmax_ce_grad_inplace_",
     "squash_distances",
 ]
 
@@ -230,6 +231,24 @@ def softmax_ce_grad_(
     if label_smoothing > 0.0:
         out.sub_(weight * (label_smoothing / x.shape[1]))
     return lse
+
+
+def softmax_ce_grad_inplace_(
+    x: Tensor, safe_labels: Tensor, ce_weight: Tensor, label_smoothing: float
+) -> Tensor:
+    """:func:`softmax_ce_grad_` overwriting ``x`` (n, V) with the gradient (one buffer, not two).
+
+    Read everything else needed from ``x`` (label logits, sums, number-token logits) first.
+    """
+    row_max = x.amax(dim=1, keepdim=True)  # (n, 1), finite: rows were checked
+    probs = x.sub_(row_max).exp_()  # unnormalised
+    total = probs.sum(dim=1, keepdim=True)  # (n, 1)
+    weight = ce_weight.unsqueeze(1)  # (n, 1)
+    probs.mul_(weight / total)
+    probs.scatter_add_(1, safe_labels.unsqueeze(1), weight * -(1.0 - label_smoothing))
+    if label_smoothing > 0.0:
+        probs.sub_(weight * (label_smoothing / x.shape[1]))
+    return (row_max + total.log()).squeeze(1)
 
 
 def ce_rows_from_lse(

@@ -15,9 +15,10 @@ Half-precision inputs: the matmuls run in the input dtype, as in the materialise
 logits chunk is formed in bf16/fp16, the loss and the logits' gradient in float32 per chunk, and
 that gradient is rounded to the input dtype for ``grad_h`` and ``grad_W``). ``grad_W`` is
 accumulated over the chunks in the input dtype: no full-size float32 copy of ``W`` or of its
-gradient exists (at least 16 chunks: about 16 roundings more than the materialised path's one).
-Memory: besides the inputs and the gradients returned, about ``2 · (N / 16) · V`` float32 entries
-(3 for half precision), against at least 3 full (N, V) buffers for the materialised path.
+gradient exists (one rounding per chunk, where the materialised path rounds once).
+Memory: besides the inputs and the gradients returned, one (n, V) float32 buffer (plus an (n, V)
+buffer in the input dtype for half precision), n = :func:`default_linear_chunk_rows` — against
+at least three full (N, V) buffers for the materialised path.
 """
 
 from __future__ import annotations
@@ -42,25 +43,28 @@ from ntl.fused import (
     combine_loss,
     ntl_value_and_grad,
     plan_labels,
-    softmax_ce_grad_,
+    softmax_ce_grad_inplace_,
 )
 from ntl.vocab import NumberVocab
 
 __all__ = ["default_linear_chunk_rows", "linear_cross_entropy_with_ntl"]
 
-# At most this many logits per chunk: 2**21 float32 = 8 MiB, enough rows for an efficient matmul.
-_LINEAR_CHUNK_ELEMENTS = 2**21
+# At most this many logits per chunk: 2**22 float32 = 16 MiB.
+_LINEAR_CHUNK_ELEMENTS = 2**22
 # At least this many chunks, so that the scratch stays a small fraction of the (N, V) logits
-# (≈ 1/16 of one (N, V) buffer per scratch buffer) whatever N is.
+# whatever N is, ...
 _MIN_CHUNKS = 16
+# ... but at least this many rows per chunk: every chunk reads and writes the whole (V, H)
+# weight gradient once, which costs more than the matmul itself when chunks are thin.
+_MIN_CHUNK_ROWS = 64
 
 Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 
 def default_linear_chunk_rows(rows: int, vocab_size: int) -> int:
-    """Rows per chunk: ``min(2**21 // V, ceil(N / 16))``, at least 1."""
+    """Rows per chunk: ``min(2**22 // V, max(64, ceil(N / 16)))``, at least 1."""
     by_size = _LINEAR_CHUNK_ELEMENTS // max(1, vocab_size)
-    return max(1, min(by_size, math.ceil(rows / _MIN_CHUNKS)))
+    return max(1, min(by_size, max(_MIN_CHUNK_ROWS, math.ceil(rows / _MIN_CHUNKS))))
 
 
 def _linear_pass(
@@ -80,9 +84,10 @@ def _linear_pass(
     (already normalised; rows scaled by ``row_scale`` (N,) if given) for hidden, weight, bias
     where ``need`` asks for them, in the input dtype.
 
-    Memory: besides the outputs, only per-chunk buffers of (n, V): the logits in the input dtype
-    and (half precision) their float32 copy, and the float32 gradient. The matmuls run in the
-    input dtype, as in the materialised path; no full-size copy of W or of its gradient is made.
+    Memory: besides the outputs, per-chunk buffers of (n, V) only: the logits in the compute
+    dtype, overwritten by their gradient, and for half precision the logits / gradient in the
+    input dtype for the matmuls, which run in the input dtype as in the materialised path. No
+    full-size copy of W or of its gradient is made.
     """
     n_rows, vocab_size = hidden.shape[0], weight.shape[0]
     in_dtype = hidden.dtype
@@ -105,7 +110,6 @@ def _linear_pass(
     n_max = min(chunk_rows, n_rows)
     x_buf = torch.empty((n_max, vocab_size), dtype=in_dtype, device=device)  # matmul output
     x32 = torch.empty((n_max, vocab_size), dtype=dtype, device=device) if half else None
-    g_buf = torch.empty((n_max, vocab_size), dtype=dtype, device=device) if any_grad else None
     starts = list(range(0, n_rows, chunk_rows))
     bounds = chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl else []
     weight_d = weight.detach()
@@ -139,11 +143,12 @@ def _linear_pass(
                 opts.huber_delta,
                 opts.squash_factor,
             )
-        if g_buf is None:
+        if not any_grad:
             torch.logsumexp(x, dim=1, out=lse[r0:r1])
             continue
-        g = g_buf[:n]  # (n, V) compute dtype
-        lse[r0:r1] = softmax_ce_grad_(x, g, safe, plan.ce_weight[r0:r1], eps)
+        # the logits chunk becomes its gradient in place: one (n, V) buffer
+        lse[r0:r1] = softmax_ce_grad_inplace_(x, safe, plan.ce_weight[r0:r1], eps)
+        g = x
         if ntl_grad is not None:
             g.index_put_(
                 (local, token_ids.unsqueeze(0)), ntl_grad.mul_(plan.ntl_scale), accumulate=True
@@ -249,7 +254,7 @@ def linear_cross_entropy_with_ntl(
         labels: (...) integer labels in [0, V) or ``ignore_index``.
         vocab: the number tokens (``vocab.vocab_size == V``).
         chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`, at most
-            2**21 logits = 8 MiB of float32 and at most ceil(N / 16) rows).
+            2**22 logits = 16 MiB of float32, and max(64, ceil(N / 16)) rows).
         The other keywords are those of :func:`ntl.cross_entropy_with_ntl`.
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.

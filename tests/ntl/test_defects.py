@@ -212,7 +212,7 @@ class _LargeFloat32Tracker(TorchDispatchMode):
 
 
 def test_bf16_linear_has_no_float32_copy_of_weight_or_its_gradient() -> None:
-    vocab_size, hidden_size, rows = 4096, 64, 256
+    vocab_size, hidden_size, rows = 4096, 128, 256  # chunks of 64 x 4096 < V x H
     vocab = NumberVocab.from_values({i: float(i - 10) for i in range(10, 20)}, vocab_size)
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(rows, hidden_size, generator=gen).bfloat16().requires_grad_()
