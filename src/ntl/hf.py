@@ -126,7 +126,7 @@ def ntl_compute_loss_func(
             kind=kind,
             ntl_weight=ntl_weight,
             normalize_by=normalize_by,
-            num_items_in_batch=num_items,
+            num_items_in_batch=None if num_items is None else torch.tensor(num_items),
             **kw,
         )
 
