@@ -21,26 +21,39 @@ from collections.abc import Collection
 import torch
 from torch import Tensor
 
+from ntl.vocab import NumberVocab
+
 __all__ = [
     "KINDS",
     "NORMALIZE_BY",
     "REDUCTIONS",
     "check_choice",
+    "check_digit_vocab",
+    "check_dot_token",
+    "check_keywords",
+    "check_label_tensor",
     "check_linear_inputs",
     "check_logits",
     "check_logits_labels",
     "check_logits_shape",
     "check_loss_options",
     "check_loss_weights",
+    "check_ntl_counts",
     "check_num_items",
     "check_number_tokens",
     "check_options",
+    "check_sigma",
+    "check_soft_target_rows",
     "check_softmax_rows",
     "check_squash_factor",
     "check_target_probs",
+    "check_trainer_labels",
+    "check_trainer_number_tokens",
+    "check_vocab",
     "check_weight",
     "compute_dtype",
     "mean_denominator",
+    "trainer_target_count",
 ]
 
 KINDS = ("was", "mse", "mae", "huber")
@@ -84,10 +97,12 @@ def check_weight(name: str, value: object, upper: float = math.inf) -> None:
         raise ValueError(f"{name} must be finite and in [0, {upper}], got {value!r}")
 
 
-def check_squash_factor(squash_factor: object, kind: str) -> None:
+def check_squash_factor(squash_factor: object, kind: str, soft_targets: bool = False) -> None:
     """``None`` or a finite float > 1, only with ``kind="was"`` (as in ntloss ``NTLoss``)."""
     if squash_factor is None:
         return
+    if soft_targets:
+        raise ValueError("squash_factor does not apply to soft targets (target_probs)")
     if isinstance(squash_factor, bool) or not isinstance(squash_factor, int | float):
         raise TypeError(
             f"squash_factor must be a float or None, got {type(squash_factor).__name__}"
@@ -156,8 +171,10 @@ def check_options(
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
-def check_logits_shape(logits: object, vocab_size: int) -> None:
-    """Check that ``logits`` is a floating tensor (..., V) with V == ``vocab_size`` (no reductions)."""
+def check_logits_shape(logits: object, vocab_size: int | None) -> None:
+    """Check that ``logits`` is a floating tensor (..., V) with V == ``vocab_size`` (no reductions).
+
+    ``vocab_size=None`` accepts any V."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
@@ -166,7 +183,7 @@ def check_logits_shape(logits: object, vocab_size: int) -> None:
         raise ValueError(
             f"logits must have shape (..., V) with at least 2 dims, got shape {tuple(logits.shape)}"
         )
-    if logits.shape[-1] != vocab_size:
+    if vocab_size is not None and logits.shape[-1] != vocab_size:
         raise ValueError(
             f"logits have {logits.shape[-1]} classes in their last dim (shape {tuple(logits.shape)}) "
             f"but vocab.vocab_size is {vocab_size}"
@@ -417,3 +434,145 @@ def check_linear_inputs(
     if bias is not None:
         assert isinstance(bias, Tensor)
         check_softmax_rows(bias.unsqueeze(0), "bias")
+
+
+def check_vocab(vocab: object) -> NumberVocab:
+    """``vocab`` is a :class:`ntl.NumberVocab`; returns it typed."""
+    if not isinstance(vocab, NumberVocab):
+        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
+    return vocab
+
+
+def check_digit_vocab(vocab: NumberVocab) -> None:
+    """A digit vocabulary: every value is one of 0..9 (the number-level loss needs it)."""
+    values = vocab.values
+    if not bool(((values == values.round()) & (values >= 0) & (values <= 9)).all()):
+        raise ValueError(
+            "number_level_loss needs a digit vocabulary (every value one of 0..9), got values "
+            f"{sorted(set(values.tolist()))[:12]}"
+        )
+
+
+def check_dot_token(float_level: bool, dot_token_id: object) -> None:
+    """``float_level=True`` needs the decimal point's token id."""
+    if float_level and (isinstance(dot_token_id, bool) or not isinstance(dot_token_id, int)):
+        raise ValueError(f"float_level=True needs dot_token_id (an int), got {dot_token_id!r}")
+
+
+def check_label_tensor(
+    labels: object, vocab_size: int | None = None, ignore_index: int = -100
+) -> Tensor:
+    """An integer tensor (..., T) with a sequence dim; with ``vocab_size``, ids in [0, V) or ignored."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.dim() < 1:
+        raise ValueError(f"labels must have a sequence dim, got shape {tuple(labels.shape)}")
+    if vocab_size is not None:
+        bad = check_labels(
+            labels, tuple(labels.shape), labels.device, vocab_size, ignore_index, "labels"
+        )
+        if bool(bad.any()):
+            _raise_bad_label(labels, bad, vocab_size, ignore_index)
+    return labels
+
+
+def check_sigma(sigma: object) -> None:
+    """The width of a Gaussian: a finite float > 0."""
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float):
+        raise TypeError(f"sigma must be a float, got {type(sigma).__name__}")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
+
+
+def check_ntl_counts(
+    normalize_by: str,
+    num_items_in_batch: int | Tensor | None,
+    num_number_items_in_batch: int | Tensor | None,
+) -> None:
+    """The NTL alone: the override must be the count ``normalize_by`` divides by (one meaning)."""
+    check_num_items("num_items_in_batch", num_items_in_batch)
+    check_num_items("num_number_items_in_batch", num_number_items_in_batch)
+    if normalize_by == "number_tokens" and num_items_in_batch is not None:
+        raise ValueError(
+            "num_items_in_batch counts all non-ignored targets (the normalize_by='tokens' "
+            "denominator); with normalize_by='number_tokens' pass num_number_items_in_batch "
+            "(see ntl.count_targets)"
+        )
+    if normalize_by == "tokens" and num_number_items_in_batch is not None:
+        raise ValueError(
+            "num_number_items_in_batch is the normalize_by='number_tokens' denominator; "
+            "with normalize_by='tokens' pass num_items_in_batch"
+        )
+
+
+def check_soft_target_rows(q: Tensor) -> None:
+    """Soft targets (M, K) at the number positions sum to 1 per row."""
+    row_sums = q.detach().sum(-1)
+    if not bool(torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4)):
+        raise ValueError(
+            "target_probs rows must sum to 1 at number-token positions, "
+            f"got sums in [{row_sums.min().item():g}, {row_sums.max().item():g}]"
+        )
+
+
+def check_keywords(kw: Collection[str], allowed: Collection[str]) -> None:
+    """No keyword outside ``allowed``."""
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise TypeError(f"unexpected keyword(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def trainer_target_count(
+    labels: Tensor,
+    used: Tensor,
+    num_items_in_batch: int | Tensor | None,
+    causal: bool,
+    ignore_index: int,
+) -> float | None:
+    """A Trainer's ``num_items_in_batch`` as the count of the targets the loss uses (``used``).
+
+    With ``causal`` the Trainer may have counted the unshifted ``labels``: corrected when its
+    count is this micro-batch's own, a ``ValueError`` when it cannot be told apart.
+    """
+    if num_items_in_batch is None:
+        return None
+    check_num_items("num_items_in_batch", num_items_in_batch)
+    given = float(torch.as_tensor(num_items_in_batch).reshape(()).item())
+    if not causal:
+        return given
+    counts = torch.stack([(used != ignore_index).sum(), (labels != ignore_index).sum()]).tolist()
+    shifted, unshifted = float(counts[0]), float(counts[1])
+    if given == shifted or shifted == unshifted:
+        return given
+    if given == unshifted:
+        return shifted  # the Trainer counted this micro-batch's unshifted labels
+    raise ValueError(
+        f"num_items_in_batch={given:g} is neither this micro-batch's causal target count "
+        f"({shifted:g}) nor its unshifted label count ({unshifted:g}): under gradient "
+        "accumulation the Trainer may have counted unshifted labels, which cannot be corrected "
+        "here. Set labels[..., 0] = ignore_index in the data collator (never a causal LM's "
+        "target), so that both counts agree"
+    )
+
+
+def check_trainer_labels(labels: object) -> None:
+    """A ``compute_loss_func`` needs the batch's labels."""
+    if labels is None:
+        raise ValueError("labels is None: the batch needs a 'labels' entry for the NTL loss")
+
+
+def check_trainer_number_tokens(num_items: float | None, used: Tensor, ignore_index: int) -> None:
+    """``normalize_by="number_tokens"`` under a Trainer: only exact for a one-micro-batch count."""
+    if num_items is None:
+        return
+    local = float((used != ignore_index).sum())
+    if num_items != local:
+        raise ValueError(
+            f"normalize_by='number_tokens' is not exact here: num_items_in_batch="
+            f"{num_items:g} counts the targets of several micro-batches or processes "
+            f"(this one has {local:g}), and the Trainer does not count number tokens. "
+            "Use normalize_by='tokens' (exact), or sum ntl.count_targets over the "
+            "micro-batches and call ntl.cross_entropy_with_ntl yourself"
+        )

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ntl._validate import (
     check_logits_labels,
+    check_logits_shape,
     check_number_tokens,
     check_options,
     check_softmax_rows,
@@ -430,8 +431,7 @@ def fused_cross_entropy_with_ntl(
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
     """
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    check_logits_shape(logits, None)
     check_logits_labels(logits, labels, logits.shape[-1], ignore_index)
     check_number_tokens(token_ids, values, logits.shape[-1])
     check_options(

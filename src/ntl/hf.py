@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ntl._validate import check_loss_options, check_num_items
+from ntl._validate import (
+    check_keywords,
+    check_label_tensor,
+    check_loss_options,
+    check_trainer_labels,
+    check_trainer_number_tokens,
+    check_vocab,
+    trainer_target_count,
+)
 from ntl.loss import cross_entropy_with_ntl
 from ntl.vocab import NumberVocab
 
@@ -29,12 +37,7 @@ def shift_labels(labels: Tensor, ignore_index: int = -100) -> Tensor:
 
     ``labels`` (..., T) integer; returns a new tensor of the same shape (the input is unchanged).
     """
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    if labels.dim() < 1:
-        raise ValueError(f"labels must have a sequence dim, got shape {tuple(labels.shape)}")
+    check_label_tensor(labels)
     pad = torch.full_like(labels[..., :1], ignore_index)
     return torch.cat([labels[..., 1:], pad], dim=-1)
 
@@ -83,41 +86,24 @@ def ntl_compute_loss_func(
         **kw: further keywords of :func:`ntl.cross_entropy_with_ntl` (``ignore_index``,
             ``label_smoothing``, ``huber_delta``, ``fused``, ``reweigh``, ``squash_factor``).
     """
-    if not isinstance(vocab, NumberVocab):
-        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
+    vocab = check_vocab(vocab)
     check_loss_options(kind, "mean", normalize_by, kw.get("huber_delta", 1.0))
-    allowed = {
-        "ignore_index",
-        "label_smoothing",
-        "huber_delta",
-        "fused",
-        "reweigh",
-        "squash_factor",
-    }
-    unknown = sorted(set(kw) - allowed)
-    if unknown:
-        raise TypeError(f"unexpected keyword(s) {unknown}; allowed: {sorted(allowed)}")
+    check_keywords(
+        kw, ("ignore_index", "label_smoothing", "huber_delta", "fused", "reweigh", "squash_factor")
+    )
     ignore_index: int = kw.get("ignore_index", -100)
 
     def compute_loss(
         outputs: Any, labels: Tensor | None, num_items_in_batch: int | Tensor | None = None
     ) -> Tensor:
-        if labels is None:
-            raise ValueError("labels is None: the batch needs a 'labels' entry for the NTL loss")
+        check_trainer_labels(labels)
+        assert labels is not None
         logits = _logits_of(outputs)  # (B, T, V)
         labels = labels.to(logits.device)
         used = shift_labels(labels, ignore_index) if causal else labels
-        num_items = _check_trainer_count(labels, used, num_items_in_batch, causal, ignore_index)
-        if normalize_by == "number_tokens" and num_items is not None:
-            local = float((used != ignore_index).sum())
-            if num_items != local:
-                raise ValueError(
-                    f"normalize_by='number_tokens' is not exact here: num_items_in_batch="
-                    f"{num_items:g} counts the targets of several micro-batches or processes "
-                    f"(this one has {local:g}), and the Trainer does not count number tokens. "
-                    "Use normalize_by='tokens' (exact), or sum ntl.count_targets over the "
-                    "micro-batches and call ntl.cross_entropy_with_ntl yourself"
-                )
+        num_items = trainer_target_count(labels, used, num_items_in_batch, causal, ignore_index)
+        if normalize_by == "number_tokens":
+            check_trainer_number_tokens(num_items, used, ignore_index)
             num_items = None  # this micro-batch is the whole batch: its own means are exact
         return cross_entropy_with_ntl(
             logits,
@@ -131,32 +117,3 @@ def ntl_compute_loss_func(
         )
 
     return compute_loss
-
-
-def _check_trainer_count(
-    labels: Tensor,
-    used: Tensor,
-    num_items_in_batch: int | Tensor | None,
-    causal: bool,
-    ignore_index: int,
-) -> float | None:
-    """The Trainer's ``num_items_in_batch`` as the count of the targets the loss uses."""
-    if num_items_in_batch is None:
-        return None
-    check_num_items("num_items_in_batch", num_items_in_batch)
-    given = float(torch.as_tensor(num_items_in_batch).reshape(()).item())
-    if not causal:
-        return given
-    counts = torch.stack([(used != ignore_index).sum(), (labels != ignore_index).sum()]).tolist()
-    shifted, unshifted = float(counts[0]), float(counts[1])
-    if given == shifted or shifted == unshifted:
-        return given
-    if given == unshifted:
-        return shifted  # the Trainer counted this micro-batch's unshifted labels
-    raise ValueError(
-        f"num_items_in_batch={given:g} is neither this micro-batch's causal target count "
-        f"({shifted:g}) nor its unshifted label count ({unshifted:g}): under gradient "
-        "accumulation the Trainer may have counted unshifted labels, which cannot be corrected "
-        "here. Set labels[..., 0] = ignore_index in the data collator (never a causal LM's "
-        "target), so that both counts agree"
-    )

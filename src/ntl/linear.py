@@ -33,6 +33,7 @@ from ntl._validate import (
     check_linear_inputs,
     check_options,
     check_softmax_rows,
+    check_vocab,
     compute_dtype,
 )
 from ntl.fused import (
@@ -259,8 +260,7 @@ def linear_cross_entropy_with_ntl(
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
     """
-    if not isinstance(vocab, NumberVocab):
-        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
+    vocab = check_vocab(vocab)
     check_linear_inputs(hidden, weight, bias, labels, vocab.vocab_size, ignore_index)
     check_options(
         kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,

@@ -26,23 +26,24 @@ This file is the single source of truth the fused kernel (``ntl.fused``) is test
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntl._validate import (
-    check_labels,
+    check_label_tensor,
     check_logits_labels,
     check_logits_shape,
     check_loss_options,
     check_loss_weights,
-    check_num_items,
+    check_ntl_counts,
     check_options,
+    check_sigma,
+    check_soft_target_rows,
     check_softmax_rows,
     check_squash_factor,
     check_target_probs,
+    check_vocab,
     compute_dtype,
     mean_denominator,
 )
@@ -58,12 +59,6 @@ __all__ = [
     "number_token_loss",
     "predict_numbers",
 ]
-
-
-def _check_vocab(vocab: object) -> NumberVocab:
-    if not isinstance(vocab, NumberVocab):
-        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
-    return vocab
 
 
 class _Positions:
@@ -162,20 +157,8 @@ def count_targets(
     ranks) and pass them as ``num_items_in_batch`` / ``num_number_items_in_batch`` to every
     micro-batch's loss: the accumulated gradient then equals the one of the whole batch.
     """
-    vocab = _check_vocab(vocab)
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dim() < 1:
-        raise ValueError(f"labels must have at least one dim, got shape {tuple(labels.shape)}")
-    bad = check_labels(
-        labels, tuple(labels.shape), labels.device, vocab.vocab_size, ignore_index, "labels"
-    )
-    if bool(bad.any()):
-        index = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(
-            f"labels must lie in [0, {vocab.vocab_size}) or equal ignore_index={ignore_index}, "
-            f"found {int(labels[index])} at index {index}"
-        )
+    vocab = check_vocab(vocab)
+    check_label_tensor(labels, vocab.vocab_size, ignore_index)
     used = labels[..., 1:] if causal else labels
     _, _, index_of = vocab.device_tensors(labels.device, torch.float32)
     valid = used != ignore_index
@@ -228,24 +211,10 @@ def number_token_loss(
         A scalar for ``"mean"``/``"sum"``, else a tensor shaped like ``labels``. With no number
         positions the result is an exact zero that still back-propagates (zero gradient).
     """
-    vocab = _check_vocab(vocab)
+    vocab = check_vocab(vocab)
     check_loss_options(kind, reduction, normalize_by, huber_delta)
-    check_num_items("num_items_in_batch", num_items_in_batch)
-    check_num_items("num_number_items_in_batch", num_number_items_in_batch)
-    check_squash_factor(squash_factor, kind)
-    if normalize_by == "number_tokens" and num_items_in_batch is not None:
-        raise ValueError(
-            "num_items_in_batch counts all non-ignored targets (the normalize_by='tokens' "
-            "denominator); with normalize_by='number_tokens' pass num_number_items_in_batch "
-            "(see ntl.count_targets)"
-        )
-    if normalize_by == "tokens" and num_number_items_in_batch is not None:
-        raise ValueError(
-            "num_number_items_in_batch is the normalize_by='number_tokens' denominator; "
-            "with normalize_by='tokens' pass num_items_in_batch"
-        )
-    if squash_factor is not None and target_probs is not None:
-        raise ValueError("squash_factor does not apply to soft targets (target_probs)")
+    check_ntl_counts(normalize_by, num_items_in_batch, num_number_items_in_batch)
+    check_squash_factor(squash_factor, kind, soft_targets=target_probs is not None)
     check_logits_labels(logits, labels, vocab.vocab_size, ignore_index, softmax_rows=False)
     check_loss_weights(loss_weights, labels)
     if target_probs is not None:
@@ -255,12 +224,7 @@ def number_token_loss(
     q = None
     if target_probs is not None:
         q = target_probs.reshape(-1, len(vocab)).index_select(0, where.pos).to(dtype)  # (M, K)
-        row_sums = q.detach().sum(-1)
-        if not bool(torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4)):
-            raise ValueError(
-                "target_probs rows must sum to 1 at number-token positions, "
-                f"got sums in [{row_sums.min().item():g}, {row_sums.max().item():g}]"
-            )
+        check_soft_target_rows(q)
     flat_logits = logits.reshape(-1, vocab.vocab_size)  # (N, V)
     number_rows = flat_logits.index_select(0, where.pos).to(dtype)  # (M, V)
     per_pos = _ntl_per_position(number_rows, where, kind, huber_delta, q, squash_factor)
@@ -317,7 +281,7 @@ def cross_entropy_with_ntl(
     ``fused=True`` dispatches to ``ntl.fused.fused_cross_entropy_with_ntl`` (same arguments,
     same result). ``reweigh=True`` (ntloss's option) always runs the reference path.
     """
-    vocab = _check_vocab(vocab)
+    vocab = check_vocab(vocab)
     check_options(
         kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
         num_items_in_batch, num_number_items_in_batch, None, squash_factor,
@@ -384,7 +348,7 @@ def predict_numbers(logits: Tensor, vocab: NumberVocab) -> Tensor:
     ``-inf`` logits are allowed; a position whose number-token logits are all ``-inf`` (or hold
     NaN / ``+inf``) is an error.
     """
-    vocab = _check_vocab(vocab)
+    vocab = check_vocab(vocab)
     check_logits_shape(logits, vocab.vocab_size)
     dtype = compute_dtype(logits.dtype)
     token_ids, values, _ = vocab.device_tensors(logits.device, dtype)
@@ -406,22 +370,10 @@ def gaussian_number_targets(
     ``target_probs`` of :func:`number_token_loss`, or scatter into ``vocab.token_ids`` for a
     Gaussian label-smoothed cross-entropy.
     """
-    vocab = _check_vocab(vocab)
-    if isinstance(sigma, bool) or not isinstance(sigma, int | float):
-        raise TypeError(f"sigma must be a float, got {type(sigma).__name__}")
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(
-            f"labels must be an integer tensor, got {getattr(labels, 'dtype', type(labels))}"
-        )
+    vocab = check_vocab(vocab)
+    check_sigma(sigma)
+    check_label_tensor(labels, vocab.vocab_size, ignore_index)
     flat = labels.reshape(-1).long()  # (N,)
-    bad = ((flat < 0) | (flat >= vocab.vocab_size)) & (flat != ignore_index)
-    if bool(bad.any()):
-        raise ValueError(
-            f"labels must lie in [0, {vocab.vocab_size}) or equal ignore_index={ignore_index}, "
-            f"found {int(flat[bad][0])}"
-        )
     where = _Positions(labels, vocab, ignore_index, torch.float64)
     distinct, group = torch.unique(where.values, return_inverse=True)  # (U,), (K,)
     per_value = torch.zeros_like(distinct).index_add_(0, group, torch.ones_like(where.values))
@@ -454,7 +406,7 @@ class NTLoss(nn.Module):
         squash_factor: float | None = None,
     ) -> None:
         super().__init__()
-        self.vocab = _check_vocab(vocab)
+        self.vocab = check_vocab(vocab)
         check_loss_options(kind, reduction, normalize_by, huber_delta)
         check_squash_factor(squash_factor, kind)
         self.kind, self.ignore_index, self.reduction = kind, ignore_index, reduction
@@ -512,7 +464,7 @@ class CrossEntropyWithNTL(nn.Module):
         squash_factor: float | None = None,
     ) -> None:
         super().__init__()
-        self.vocab = _check_vocab(vocab)
+        self.vocab = check_vocab(vocab)
         check_options(
             kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
             None, None, None, squash_factor,

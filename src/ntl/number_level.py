@@ -24,10 +24,14 @@ from torch import Tensor
 
 from ntl._validate import (
     check_choice,
+    check_digit_vocab,
+    check_dot_token,
+    check_label_tensor,
     check_logits_labels,
     check_loss_weights,
     check_num_items,
     check_softmax_rows,
+    check_vocab,
     compute_dtype,
     mean_denominator,
 )
@@ -80,21 +84,13 @@ def number_level_loss(
     Returns:
         A scalar for ``"mean"``/``"sum"``, else a tensor shaped like ``labels``.
     """
-    if not isinstance(vocab, NumberVocab):
-        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
+    vocab = check_vocab(vocab)
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     check_num_items("num_numbers_in_batch", num_numbers_in_batch)
-    values = vocab.values
-    if not bool(((values == values.round()) & (values >= 0) & (values <= 9)).all()):
-        raise ValueError(
-            "number_level_loss needs a digit vocabulary (every value one of 0..9), got values "
-            f"{sorted(set(values.tolist()))[:12]}"
-        )
-    if float_level and (isinstance(dot_token_id, bool) or not isinstance(dot_token_id, int)):
-        raise ValueError(f"float_level=True needs dot_token_id (an int), got {dot_token_id!r}")
+    check_digit_vocab(vocab)
+    check_dot_token(float_level, dot_token_id)
     check_logits_labels(logits, labels, vocab.vocab_size, ignore_index, softmax_rows=False)
-    if labels.dim() < 1:
-        raise ValueError(f"labels must have a sequence dim, got shape {tuple(labels.shape)}")
+    check_label_tensor(labels)
     check_loss_weights(loss_weights, labels)
     dtype = compute_dtype(logits.dtype)
     token_ids, token_values, index_of = vocab.device_tensors(labels.device, dtype)
