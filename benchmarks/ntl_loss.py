@@ -12,7 +12,9 @@ twice, in two subprocesses that differ only in glibc's allocator settings:
   the heap for reuse, as a caching allocator does on GPU.
 
 Peak memory of the linear path against the materialised logits + torch CE is measured in a fresh
-subprocess per method (RSS high-water mark, VmHWM), fp32 and bf16, B·T = 512, 2048, 8192.
+subprocess per method (RSS high-water mark, VmHWM, reset after the set-up), fp32 and bf16,
+B·T = 512, 2048, 8192, with ``MALLOC_MMAP_THRESHOLD_=65536`` so that every freed buffer leaves
+the RSS at once (glibc otherwise keeps some for reuse, which hides or inflates peaks).
 The machine is shared: read the ratios, not the absolute times.
 """
 
@@ -185,23 +187,37 @@ def linear_methods(
     return methods, (h.numel() + w.numel()) * h.element_size()
 
 
-def rss_high_water_kib() -> int:
-    """VmHWM of this process (getrusage's ru_maxrss would include the parent's RSS at fork)."""
+def status_kib(key: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux ``/proc/self/status``)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def reset_high_water() -> bool:
+    """Reset VmHWM to the current RSS (``clear_refs`` 5), so set-up transients do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def memory_child(method: str, vocab_size: int, rows: int, hidden: int, dtype: str) -> None:
     """Run one forward+backward and print the RSS high-water marks (KiB) as JSON."""
     torch.set_num_threads(1)
+    warm, _ = linear_methods(vocab_size, 64, hidden, getattr(torch, dtype))
+    warm[method]()  # one-time library set-up (kernels, thread pool) is not the method's memory
+    del warm
     fn, grad_bytes = linear_methods(vocab_size, rows, hidden, getattr(torch, dtype))
     methods = {k: v for k, v in fn.items() if k == method}
-    before = rss_high_water_kib()
+    gc.collect()
+    before = status_kib("VmRSS") if reset_high_water() else status_kib("VmHWM")
     methods[method]()
-    after = rss_high_water_kib()
+    after = status_kib("VmHWM")
     print(json.dumps({"before_kib": before, "peak_kib": after, "grad_kib": grad_bytes / 1024}))
 
 
@@ -266,7 +282,8 @@ def memory_table(hidden: int) -> None:
             for method in LINEAR_METHODS:
                 out = child(
                     ["--memory-child", method, "--rows", str(rows), "--hidden", str(hidden),
-                     "--dtype", dtype]
+                     "--dtype", dtype],
+                    {"MALLOC_MMAP_THRESHOLD_": "65536"},
                 )  # fmt: skip
                 mem = json.loads(out.strip().splitlines()[-1])
                 above = (mem["peak_kib"] - mem["before_kib"]) / 1024

@@ -57,13 +57,13 @@ _LINEAR_CHUNK_ELEMENTS = 2**22
 _MIN_CHUNKS = 16
 # ... but at least this many rows per chunk: every chunk reads and writes the whole (V, H)
 # weight gradient once, which costs more than the matmul itself when chunks are thin.
-_MIN_CHUNK_ROWS = 64
+_MIN_CHUNK_ROWS = 48
 
 Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 
 def default_linear_chunk_rows(rows: int, vocab_size: int) -> int:
-    """Rows per chunk: ``min(2**22 // V, max(64, ceil(N / 16)))``, at least 1."""
+    """Rows per chunk: ``min(2**22 // V, max(48, ceil(N / 16)))``, at least 1."""
     by_size = _LINEAR_CHUNK_ELEMENTS // max(1, vocab_size)
     return max(1, min(by_size, max(_MIN_CHUNK_ROWS, math.ceil(rows / _MIN_CHUNKS))))
 
@@ -255,7 +255,7 @@ def linear_cross_entropy_with_ntl(
         labels: (...) integer labels in [0, V) or ``ignore_index``.
         vocab: the number tokens (``vocab.vocab_size == V``).
         chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`, at most
-            2**22 logits = 16 MiB of float32, and max(64, ceil(N / 16)) rows).
+            2**22 logits = 16 MiB of float32, and max(48, ceil(N / 16)) rows).
         The other keywords are those of :func:`ntl.cross_entropy_with_ntl`.
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
