@@ -303,6 +303,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="minimum timed rounds per size")
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the linear variant")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--no-timing", action="store_true", help="only the memory table")
     parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=2048, help=argparse.SUPPRESS)
@@ -318,18 +319,19 @@ def main() -> None:
         f"torch {torch.__version__}, 1 thread, forward+backward; memory available {free_gib():.1f} GiB"
     )
     summary: dict[str, dict[str, float]] = {}
-    for mode, env in MODES.items():
+    for mode, env in {} if args.no_timing else MODES.items():
         settings = " ".join(f"{k}={v}" for k, v in env.items()) or "(no MALLOC_* settings)"
         print(f"\n=== allocator: {mode} {settings} ===")
         out = child(["--timing-child", "--reps", str(args.reps), "--hidden", str(args.hidden)], env)
         lines = out.strip().splitlines()
         print("\n".join(line for line in lines if not line.startswith("RATIOS ")))
         summary[mode] = json.loads(lines[-1][len("RATIOS ") :])
-    print("\n=== ratios (time), both allocator modes ===")
-    modes = list(MODES)
-    print(f"  {'':52s}" + "".join(f"{m:>15s}" for m in modes))
-    for key in summary[modes[0]]:
-        print(f"  {key:52s}" + "".join(f"{summary[m][key]:15.2f}" for m in modes))
+    if summary:
+        print("\n=== ratios (time), both allocator modes ===")
+        modes = list(MODES)
+        print(f"  {'':52s}" + "".join(f"{m:>15s}" for m in modes))
+        for key in summary[modes[0]]:
+            print(f"  {key:52s}" + "".join(f"{summary[m][key]:15.2f}" for m in modes))
     if not args.no_memory:
         memory_table(args.hidden)
 

@@ -62,10 +62,17 @@ _MIN_CHUNK_ROWS = 48
 Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 
-def default_linear_chunk_rows(rows: int, vocab_size: int) -> int:
-    """Rows per chunk: ``min(2**22 // V, max(48, ceil(N / 16)))``, at least 1."""
+def default_linear_chunk_rows(
+    rows: int, vocab_size: int, dtype: torch.dtype = torch.float32
+) -> int:
+    """Rows per chunk: ``min(2**22 // V, max(48, ceil(N / 16)))``, at least 1.
+
+    Half precision keeps about twice the scratch per row (the chunk in the input dtype, its
+    float32 copy, the matmul's float32 accumulator), so its minimum is 24 rows.
+    """
     by_size = _LINEAR_CHUNK_ELEMENTS // max(1, vocab_size)
-    return max(1, min(by_size, max(_MIN_CHUNK_ROWS, math.ceil(rows / _MIN_CHUNKS))))
+    least = _MIN_CHUNK_ROWS // 2 if compute_dtype(dtype) != dtype else _MIN_CHUNK_ROWS
+    return max(1, min(by_size, max(least, math.ceil(rows / _MIN_CHUNKS))))
 
 
 def _linear_pass(
@@ -255,7 +262,7 @@ def linear_cross_entropy_with_ntl(
         labels: (...) integer labels in [0, V) or ``ignore_index``.
         vocab: the number tokens (``vocab.vocab_size == V``).
         chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`, at most
-            2**22 logits = 16 MiB of float32, and max(48, ceil(N / 16)) rows).
+            2**22 logits = 16 MiB of float32, and max(48, ceil(N / 16)) rows; 24 for half).
         The other keywords are those of :func:`ntl.cross_entropy_with_ntl`.
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
@@ -289,7 +296,11 @@ def linear_cross_entropy_with_ntl(
         dtype,
     )
     n_rows = labels.numel()
-    rows = chunk_size if chunk_size is not None else default_linear_chunk_rows(n_rows, vocab_size)
+    rows = (
+        chunk_size
+        if chunk_size is not None
+        else default_linear_chunk_rows(n_rows, vocab_size, hidden.dtype)
+    )
     pair = (token_ids, values)
     grad_on = torch.is_grad_enabled()
     need = (
