@@ -252,7 +252,7 @@ def timing_child(reps: int, hidden: int) -> None:
         gc.collect()
     for rows in (512, 2048):
         lin, _ = linear_methods(32000, rows, hidden)
-        results, rounds = run_rounds(lin, max(3, reps // 2))
+        results, rounds = run_rounds(lin, reps)
         print_table(
             f"linear V=32000 B*T={rows} H={hidden} fp32 ({rounds} rounds)",
             results,
