@@ -86,8 +86,8 @@ def free_gib() -> float:
 
 def run_rounds(
     methods: dict[str, Callable[[], None]], reps: int, budget_s: float = 3.0
-) -> tuple[dict[str, float], int]:
-    """Median seconds per method and the number of rounds; each round runs every method once.
+) -> tuple[dict[str, list[float]], int]:
+    """Seconds per method and round, and the number of rounds; each round runs every method once.
 
     At least ``reps`` rounds, more (up to 500) while a round fits ``budget_s`` in total, so that
     millisecond-sized cases get enough samples on a noisy shared machine.
@@ -104,7 +104,12 @@ def run_rounds(
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}, rounds
+    return times, rounds
+
+
+def paired_ratio(times: dict[str, list[float]], name: str, baseline: str) -> float:
+    """Median over rounds of the per-round ratio: robust to load that drifts between rounds."""
+    return statistics.median(a / b for a, b in zip(times[name], times[baseline]))
 
 
 def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], None]], str]:
@@ -136,11 +141,11 @@ def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], Non
             cross_entropy_with_ntl(logits, labels, vocab, fused=False)
         ),
         "ours fused WAS": lambda: step(cross_entropy_with_ntl(logits, labels, vocab, fused=True)),
-        "ours fused MSE": lambda: step(
-            cross_entropy_with_ntl(logits, labels, vocab, kind="mse", fused=True)
-        ),
         "ours fused, weight 0": lambda: step(
             cross_entropy_with_ntl(logits, labels, vocab, ntl_weight=0.0, fused=True)
+        ),
+        "ours fused MSE": lambda: step(
+            cross_entropy_with_ntl(logits, labels, vocab, kind="mse", fused=True)
         ),
     }
     if vocab_size > 100000:  # ntloss's dense zero gradient does not fit a small machine
@@ -176,13 +181,13 @@ def linear_methods(
     methods: dict[str, Callable[[], None]] = {
         # the usual recipe: logits in the model dtype, CE in float32
         "materialised + torch CE": lambda: step(F.cross_entropy((h @ w.T).float(), labels)),
+        "ours linear (chunked)": lambda: step(linear_cross_entropy_with_ntl(h, w, labels, vocab)),
         "materialised + reference": lambda: step(
             cross_entropy_with_ntl(h @ w.T, labels, vocab, fused=False)
         ),
         "materialised + fused": lambda: step(
             cross_entropy_with_ntl(h @ w.T, labels, vocab, fused=True)
         ),
-        "ours linear (chunked)": lambda: step(linear_cross_entropy_with_ntl(h, w, labels, vocab)),
     }
     return methods, (h.numel() + w.numel()) * h.element_size()
 
@@ -227,11 +232,13 @@ def child(args: list[str], env: dict[str, str] | None = None) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, env=full_env).stdout
 
 
-def print_table(title: str, results: dict[str, float], baseline: str) -> None:
+def print_table(title: str, times: dict[str, list[float]], baseline: str) -> None:
+    """Median ms per method and the median of its per-round ratios to ``baseline``."""
     print(f"\n{title}")
-    print(f"  {'method':28s} {'ms':>10s} {'x ' + baseline:>28s}")
-    for name, seconds in results.items():
-        print(f"  {name:28s} {1e3 * seconds:10.2f} {seconds / results[baseline]:28.2f}")
+    print(f"  {'method':28s} {'median ms':>10s} {'x ' + baseline + ' (paired)':>34s}")
+    for name, ts in times.items():
+        ratio = paired_ratio(times, name, baseline)
+        print(f"  {name:28s} {1e3 * statistics.median(ts):10.2f} {ratio:34.2f}")
 
 
 def timing_child(reps: int, hidden: int) -> None:
@@ -242,24 +249,24 @@ def timing_child(reps: int, hidden: int) -> None:
         methods, check = loss_methods(vocab_size, 2048)
         results, rounds = run_rounds(methods, reps)
         print_table(f"V={vocab_size} B*T=2048 ({rounds} rounds); {check}", results, "torch CE")
-        ratios[f"fused WAS / torch CE, V={vocab_size}"] = (
-            results["ours fused WAS"] / results["torch CE"]
+        ratios[f"fused WAS / torch CE, V={vocab_size}"] = paired_ratio(
+            results, "ours fused WAS", "torch CE"
         )
-        ratios[f"fused WAS / fused weight 0, V={vocab_size}"] = (
-            results["ours fused WAS"] / results["ours fused, weight 0"]
+        ratios[f"fused WAS / fused weight 0, V={vocab_size}"] = paired_ratio(
+            results, "ours fused WAS", "ours fused, weight 0"
         )
         del methods
         gc.collect()
     for rows in (512, 2048):
         lin, _ = linear_methods(32000, rows, hidden)
-        results, rounds = run_rounds(lin, reps)
+        results, rounds = run_rounds(lin, max(3, (2 * reps) // 3))
         print_table(
             f"linear V=32000 B*T={rows} H={hidden} fp32 ({rounds} rounds)",
             results,
             "materialised + torch CE",
         )
-        ratios[f"linear / materialised + torch CE, B*T={rows}"] = (
-            results["ours linear (chunked)"] / results["materialised + torch CE"]
+        ratios[f"linear / materialised + torch CE, B*T={rows}"] = paired_ratio(
+            results, "ours linear (chunked)", "materialised + torch CE"
         )
         del lin
         gc.collect()
