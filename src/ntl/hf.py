@@ -82,7 +82,9 @@ def ntl_compute_loss_func(
             (transformers does for models without a causal ``loss_type``) is corrected when its
             count is this micro-batch's; under accumulation its count cannot be corrected, so a
             micro-batch whose first label is a target raises ``ValueError`` (mask
-            ``labels[..., 0] = -100`` in the collator: it is never a causal LM's target).
+            ``labels[..., 0] = -100`` in the collator: it is never a causal LM's target). A
+            micro-batch without such a label cannot see whether others of the same step had
+            one: with accumulation, mask the first label in every batch.
         **kw: further keywords of :func:`ntl.cross_entropy_with_ntl` (``ignore_index``,
             ``label_smoothing``, ``huber_delta``, ``fused``, ``reweigh``, ``squash_factor``).
     """
