@@ -1,11 +1,21 @@
 """CE + Number Token Loss, forward + backward: torch CE, ntloss, our reference, fused and linear paths.
 
-    python benchmarks/ntl_loss.py [--sizes small|all] [--threads N] [--reps R] [--max-gib G]
+    python benchmarks/ntl_loss.py [--threads N] [--reps R] [--hidden H] [--no-memory]
 
-One process, float32, interleaved repetitions (every method once per round, median over rounds),
-10 % number-token labels (a digit vocabulary at ids 100..109, or 10..19 for V < 200).
-Peak memory of the linear variant is measured in fresh subprocesses (RSS high-water mark, VmHWM).
-Sizes whose estimated working set exceeds ``--max-gib`` are skipped with a note.
+Times: float32, interleaved repetitions (every method once per round, median over rounds),
+10 % number-token labels (a digit vocabulary at ids 100..109, or 10..19 for V < 200). They run
+twice, in two subprocesses that differ only in glibc's allocator settings:
+
+* ``glibc default``: buffers above 32 MiB come from fresh ``mmap`` pages and go back to the OS
+  when freed, so every (N, V) tensor torch allocates pays its page faults again, each step;
+* ``retain``: ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000`` keeps freed memory in
+  the heap for reuse, as a caching allocator does on GPU.
+
+Peak memory of the linear path against the materialised logits + torch CE is measured in a fresh
+subprocess per method (RSS high-water mark, VmHWM, reset after the set-up), fp32 and bf16,
+B·T = 512, 2048, 8192, with ``MALLOC_MMAP_THRESHOLD_=65536`` so that every freed buffer leaves
+the RSS at once (glibc otherwise keeps some for reuse, which hides or inflates peaks).
+The machine is shared: read the ratios, not the absolute times.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -29,7 +40,9 @@ from ntl.linear import linear_cross_entropy_with_ntl
 NTL_WEIGHT = 0.3
 NUMBER_FRAC = 0.1
 SEQ_LEN = 512
-LINEAR_METHODS = ("materialised + reference", "materialised + fused", "ours linear (chunked)")
+LINEAR_METHODS = ("materialised + torch CE", "materialised + reference", "ours linear (chunked)")
+RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+MODES = {"glibc default": {}, "retain": RETAIN_ENV}
 
 
 def digit_ids(vocab_size: int) -> list[int]:
@@ -73,8 +86,8 @@ def free_gib() -> float:
 
 def run_rounds(
     methods: dict[str, Callable[[], None]], reps: int, budget_s: float = 3.0
-) -> tuple[dict[str, float], int]:
-    """Median seconds per method and the number of rounds; each round runs every method once.
+) -> tuple[dict[str, list[float]], int]:
+    """Seconds per method and round, and the number of rounds; each round runs every method once.
 
     At least ``reps`` rounds, more (up to 500) while a round fits ``budget_s`` in total, so that
     millisecond-sized cases get enough samples on a noisy shared machine.
@@ -91,7 +104,12 @@ def run_rounds(
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}, rounds
+    return times, rounds
+
+
+def paired_ratio(times: dict[str, list[float]], name: str, baseline: str) -> float:
+    """Median over rounds of the per-round ratio: robust to load that drifts between rounds."""
+    return statistics.median(a / b for a, b in zip(times[name], times[baseline]))
 
 
 def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], None]], str]:
@@ -123,13 +141,15 @@ def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], Non
             cross_entropy_with_ntl(logits, labels, vocab, fused=False)
         ),
         "ours fused WAS": lambda: step(cross_entropy_with_ntl(logits, labels, vocab, fused=True)),
-        "ours fused MSE": lambda: step(
-            cross_entropy_with_ntl(logits, labels, vocab, kind="mse", fused=True)
-        ),
         "ours fused, weight 0": lambda: step(
             cross_entropy_with_ntl(logits, labels, vocab, ntl_weight=0.0, fused=True)
         ),
+        "ours fused MSE": lambda: step(
+            cross_entropy_with_ntl(logits, labels, vocab, kind="mse", fused=True)
+        ),
     }
+    if vocab_size > 100000:  # ntloss's dense zero gradient does not fit a small machine
+        del methods["CE + ntloss WAS"], methods["CE + ntloss MSE"]
     with torch.no_grad():
         values = {
             "ntloss": float(ntloss_total(was)),
@@ -143,10 +163,13 @@ def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], Non
     return methods, check
 
 
-def linear_methods(vocab_size: int, rows: int, hidden: int) -> dict[str, Callable[[], None]]:
+def linear_methods(
+    vocab_size: int, rows: int, hidden: int, dtype: torch.dtype = torch.float32
+) -> tuple[dict[str, Callable[[], None]], int]:
+    """Forward+backward closures of the linear variants, and the bytes of the two gradients."""
     gen = torch.Generator().manual_seed(2)
-    h = torch.randn(rows, hidden, generator=gen).requires_grad_()
-    w = (torch.randn(vocab_size, hidden, generator=gen) / hidden**0.5).requires_grad_()
+    h = torch.randn(rows, hidden, generator=gen).to(dtype).requires_grad_()
+    w = (torch.randn(vocab_size, hidden, generator=gen) / hidden**0.5).to(dtype).requires_grad_()
     labels = make_labels(rows, vocab_size)
     vocab = number_vocab(vocab_size)
 
@@ -155,133 +178,169 @@ def linear_methods(vocab_size: int, rows: int, hidden: int) -> dict[str, Callabl
         h.grad = None
         w.grad = None
 
-    return {
+    methods: dict[str, Callable[[], None]] = {
+        # the usual recipe: logits in the model dtype, CE in float32
+        "materialised + torch CE": lambda: step(F.cross_entropy((h @ w.T).float(), labels)),
+        "ours linear (chunked)": lambda: step(linear_cross_entropy_with_ntl(h, w, labels, vocab)),
         "materialised + reference": lambda: step(
             cross_entropy_with_ntl(h @ w.T, labels, vocab, fused=False)
         ),
         "materialised + fused": lambda: step(
             cross_entropy_with_ntl(h @ w.T, labels, vocab, fused=True)
         ),
-        "ours linear (chunked)": lambda: step(linear_cross_entropy_with_ntl(h, w, labels, vocab)),
     }
+    return methods, (h.numel() + w.numel()) * h.element_size()
 
 
-def rss_high_water_kib() -> int:
-    """VmHWM of this process (getrusage's ru_maxrss would include the parent's RSS at fork)."""
+def status_kib(key: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process in KiB (Linux ``/proc/self/status``)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def memory_child(method: str, vocab_size: int, rows: int, hidden: int, threads: int) -> None:
+def reset_high_water() -> bool:
+    """Reset VmHWM to the current RSS (``clear_refs`` 5), so set-up transients do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def memory_child(method: str, vocab_size: int, rows: int, hidden: int, dtype: str) -> None:
     """Run one forward+backward and print the RSS high-water marks (KiB) as JSON."""
-    torch.set_num_threads(threads)
-    fn = linear_methods(vocab_size, rows, hidden)[method]
-    before = rss_high_water_kib()
-    fn()
-    after = rss_high_water_kib()
-    print(json.dumps({"before_kib": before, "peak_kib": after}))
+    torch.set_num_threads(1)
+    warm, _ = linear_methods(vocab_size, 64, hidden, getattr(torch, dtype))
+    warm[method]()  # one-time library set-up (kernels, thread pool) is not the method's memory
+    del warm
+    fn, grad_bytes = linear_methods(vocab_size, rows, hidden, getattr(torch, dtype))
+    methods = {k: v for k, v in fn.items() if k == method}
+    gc.collect()
+    before = status_kib("VmRSS") if reset_high_water() else status_kib("VmHWM")
+    methods[method]()
+    after = status_kib("VmHWM")
+    print(json.dumps({"before_kib": before, "peak_kib": after, "grad_kib": grad_bytes / 1024}))
 
 
-def measure_memory(
-    method: str, vocab_size: int, rows: int, hidden: int, threads: int
-) -> dict[str, int]:
-    cmd = [sys.executable, __file__, "--memory-child", method]
-    cmd += ["--vocab", str(vocab_size), "--rows", str(rows), "--hidden", str(hidden)]
-    cmd += ["--threads", str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+def child(args: list[str], env: dict[str, str] | None = None) -> str:
+    cmd = [sys.executable, __file__, *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=full_env).stdout
 
 
-def print_table(title: str, results: dict[str, float], baseline: str) -> None:
+def print_table(title: str, times: dict[str, list[float]], baseline: str) -> None:
+    """Median ms per method and the median of its per-round ratios to ``baseline``."""
     print(f"\n{title}")
-    print(f"  {'method':28s} {'ms':>10s} {'x ' + baseline:>16s}")
-    for name, seconds in results.items():
-        print(f"  {name:28s} {1e3 * seconds:10.2f} {seconds / results[baseline]:16.2f}")
+    print(f"  {'method':28s} {'median ms':>10s} {'x ' + baseline + ' (paired)':>34s}")
+    for name, ts in times.items():
+        ratio = paired_ratio(times, name, baseline)
+        print(f"  {name:28s} {1e3 * statistics.median(ts):10.2f} {ratio:34.2f}")
+
+
+def timing_child(reps: int, hidden: int) -> None:
+    """All timings in this process (its allocator mode comes from the parent); ratios as JSON."""
+    torch.set_num_threads(1)
+    ratios: dict[str, float] = {}
+    for vocab_size in (128, 32000):
+        methods, check = loss_methods(vocab_size, 2048)
+        results, rounds = run_rounds(methods, reps)
+        print_table(f"V={vocab_size} B*T=2048 ({rounds} rounds); {check}", results, "torch CE")
+        ratios[f"fused WAS / torch CE, V={vocab_size}"] = paired_ratio(
+            results, "ours fused WAS", "torch CE"
+        )
+        ratios[f"fused WAS / fused weight 0, V={vocab_size}"] = paired_ratio(
+            results, "ours fused WAS", "ours fused, weight 0"
+        )
+        del methods
+        gc.collect()
+    for rows in (512, 2048):
+        lin, _ = linear_methods(32000, rows, hidden)
+        results, rounds = run_rounds(lin, max(3, (2 * reps) // 3))
+        print_table(
+            f"linear V=32000 B*T={rows} H={hidden} fp32 ({rounds} rounds)",
+            results,
+            "materialised + torch CE",
+        )
+        ratios[f"linear / materialised + torch CE, B*T={rows}"] = paired_ratio(
+            results, "ours linear (chunked)", "materialised + torch CE"
+        )
+        del lin
+        gc.collect()
+    print("RATIOS " + json.dumps(ratios))
+
+
+def memory_table(hidden: int) -> None:
+    vocab_size = 32000
+    print(
+        f"\npeak memory of one forward+backward, fresh subprocess, V={vocab_size} H={hidden} "
+        "(MiB above the inputs; 'scratch' also leaves out the gradients every path returns)"
+    )
+    print(
+        f"  {'dtype':6s} {'B*T':>5s} {'method':26s} {'above inputs':>13s} {'scratch':>9s} "
+        f"{'x mat.+CE':>10s} {'scratch x':>10s}"
+    )
+    for dtype in ("float32", "bfloat16"):
+        for rows in (512, 2048, 8192):
+            found: dict[str, tuple[float, float]] = {}
+            for method in LINEAR_METHODS:
+                out = child(
+                    ["--memory-child", method, "--rows", str(rows), "--hidden", str(hidden),
+                     "--dtype", dtype],
+                    {"MALLOC_MMAP_THRESHOLD_": "65536"},
+                )  # fmt: skip
+                mem = json.loads(out.strip().splitlines()[-1])
+                above = (mem["peak_kib"] - mem["before_kib"]) / 1024
+                found[method] = (above, above - mem["grad_kib"] / 1024)
+            base = found["materialised + torch CE"]
+            for method, (above, scratch) in found.items():
+                print(
+                    f"  {dtype[:6]:6s} {rows:5d} {method:26s} {above:13.1f} {scratch:9.1f} "
+                    f"{above / base[0]:10.3f} {max(scratch, 0.0) / base[1]:10.3f}"
+                )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", choices=["small", "all"], default="small")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--reps",
-        type=int,
-        default=5,
-        help="minimum timed rounds per size (median; small sizes get more)",
-    )
-    parser.add_argument("--max-gib", type=float, default=6.0, help="skip sizes needing more memory")
+    parser.add_argument("--reps", type=int, default=5, help="minimum timed rounds per size")
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the linear variant")
-    parser.add_argument("--no-linear", action="store_true", help="skip the linear variant")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--no-timing", action="store_true", help="only the memory table")
+    parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--vocab", type=int, default=32000, help=argparse.SUPPRESS)
-    parser.add_argument("--rows", type=int, default=4096, help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, default=2048, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
-        memory_child(args.memory_child, args.vocab, args.rows, args.hidden, args.threads)
+        memory_child(args.memory_child, 32000, args.rows, args.hidden, args.dtype)
         return
-
-    torch.set_num_threads(args.threads)
-    print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32, forward+backward"
-    )
-    print(f"memory available {free_gib():.1f} GiB, limit per size {args.max_gib} GiB")
-    vocab_sizes = [128, 32000] if args.sizes == "small" else [128, 32000, 128000]
-    row_counts = [2048] if args.sizes == "small" else [2048, 8192]
-    for vocab_size in vocab_sizes:
-        for rows in row_counts:
-            tensor_gib = rows * vocab_size * 4 / 2**30
-            need = 5 * tensor_gib  # logits, grad, log-softmax, ntloss's dense zero grad, slack
-            if need > min(args.max_gib, free_gib() * 0.8):
-                print(
-                    f"\nV={vocab_size} B*T={rows}: SKIPPED, needs ~{need:.1f} GiB (> limit or free)"
-                )
-                continue
-            methods, check = loss_methods(vocab_size, rows)
-            reps = args.reps if vocab_size < 100000 else max(2, args.reps // 2)
-            results, rounds = run_rounds(methods, reps)
-            print_table(
-                f"V={vocab_size} B*T={rows} ({rounds} rounds); {check}", results, "torch CE"
-            )
-            del methods
-            gc.collect()
-            if args.no_linear or vocab_size > 100000:
-                continue
-            lin, rounds = run_rounds(
-                linear_methods(vocab_size, rows, args.hidden), max(2, reps // 2)
-            )
-            print_table(
-                f"linear V={vocab_size} B*T={rows} H={args.hidden} ({rounds} rounds)",
-                lin,
-                "materialised + reference",
-            )
-            gc.collect()
-    if args.no_linear:
+    if args.timing_child:
+        timing_child(args.reps, args.hidden)
         return
-    vocab_size, rows, hidden = 32000, 4096, args.hidden
-    print(f"\npeak RSS, fresh subprocess, V={vocab_size} B*T={rows} H={hidden} (MiB)")
-    print(f"  {'method':28s} {'after setup':>12s} {'peak':>10s} {'peak - setup':>14s}")
-    peaks = {}
-    for method in LINEAR_METHODS:
-        mem = measure_memory(method, vocab_size, rows, hidden, args.threads)
-        peaks[method] = mem
-        extra = (mem["peak_kib"] - mem["before_kib"]) / 1024
-        print(
-            f"  {method:28s} {mem['before_kib'] / 1024:12.0f} {mem['peak_kib'] / 1024:10.0f} {extra:14.0f}"
-        )
-    base = peaks["materialised + reference"]
-    ours = peaks["ours linear (chunked)"]
-    ratio_peak = ours["peak_kib"] / base["peak_kib"]
-    ratio_extra = (ours["peak_kib"] - ours["before_kib"]) / max(
-        1, base["peak_kib"] - base["before_kib"]
-    )
     print(
-        f"  linear / materialised+reference: peak {ratio_peak:.2f}, peak above setup {ratio_extra:.2f}"
+        f"torch {torch.__version__}, 1 thread, forward+backward; memory available {free_gib():.1f} GiB"
     )
+    summary: dict[str, dict[str, float]] = {}
+    for mode, env in {} if args.no_timing else MODES.items():
+        settings = " ".join(f"{k}={v}" for k, v in env.items()) or "(no MALLOC_* settings)"
+        print(f"\n=== allocator: {mode} {settings} ===")
+        out = child(["--timing-child", "--reps", str(args.reps), "--hidden", str(args.hidden)], env)
+        lines = out.strip().splitlines()
+        print("\n".join(line for line in lines if not line.startswith("RATIOS ")))
+        summary[mode] = json.loads(lines[-1][len("RATIOS ") :])
+    if summary:
+        print("\n=== ratios (time), both allocator modes ===")
+        modes = list(MODES)
+        print(f"  {'':52s}" + "".join(f"{m:>15s}" for m in modes))
+        for key in summary[modes[0]]:
+            print(f"  {key:52s}" + "".join(f"{summary[m][key]:15.2f}" for m in modes))
+    if not args.no_memory:
+        memory_table(args.hidden)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ntl._validate import check_loss_options
-from ntl.loss import cross_entropy_with_ntl, number_token_loss
+from ntl._validate import (
+    check_keywords,
+    check_label_tensor,
+    check_loss_options,
+    check_trainer_labels,
+    check_trainer_number_tokens,
+    check_vocab,
+    trainer_target_count,
+)
+from ntl.loss import cross_entropy_with_ntl
 from ntl.vocab import NumberVocab
 
 __all__ = ["ntl_compute_loss_func", "shift_labels"]
@@ -29,12 +37,7 @@ def shift_labels(labels: Tensor, ignore_index: int = -100) -> Tensor:
 
     ``labels`` (..., T) integer; returns a new tensor of the same shape (the input is unchanged).
     """
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    if labels.dim() < 1:
-        raise ValueError(f"labels must have a sequence dim, got shape {tuple(labels.shape)}")
+    check_label_tensor(labels)
     pad = torch.full_like(labels[..., :1], ignore_index)
     return torch.cat([labels[..., 1:], pad], dim=-1)
 
@@ -67,61 +70,52 @@ def ntl_compute_loss_func(
         vocab: number tokens of the model's vocabulary (``vocab.vocab_size`` == logit width).
         kind, ntl_weight: see :func:`ntl.cross_entropy_with_ntl`.
         normalize_by: ``"tokens"`` (default here) divides CE and NTL by the Trainer's
-            ``num_items_in_batch`` (non-ignored tokens in the whole accumulated batch), so
-            gradient accumulation is exact. ``"number_tokens"`` (the paper) averages NTL over
-            the number positions of each micro-batch; with ``num_items_in_batch`` given, that
-            micro-batch mean is weighted by its share of the batch's tokens, because the Trainer
-            does not divide a ``compute_loss_func`` loss by the accumulation steps.
+            ``num_items_in_batch`` (the targets of the whole accumulated batch), so gradient
+            accumulation and data parallelism are exact. ``"number_tokens"`` (the paper) divides
+            the NTL by the number-token targets; the Trainer only counts tokens, so this is exact
+            only when the Trainer's count is this micro-batch's own (no gradient accumulation,
+            one process) and raises ``ValueError`` otherwise. For exact paper normalisation
+            under accumulation, sum :func:`ntl.count_targets` over the micro-batches in your own
+            loop and pass both counts to :func:`ntl.cross_entropy_with_ntl`.
         causal: shift labels left by one (decoder-only LMs: logits at t predict token t + 1).
+            The loss then counts the shifted targets. A Trainer that counts the unshifted labels
+            (transformers does for models without a causal ``loss_type``) is corrected when its
+            count is this micro-batch's; under accumulation its count cannot be corrected, so a
+            micro-batch whose first label is a target raises ``ValueError`` (mask
+            ``labels[..., 0] = -100`` in the collator: it is never a causal LM's target). A
+            micro-batch without such a label cannot see whether others of the same step had
+            one: with accumulation, mask the first label in every batch.
         **kw: further keywords of :func:`ntl.cross_entropy_with_ntl` (``ignore_index``,
-            ``label_smoothing``, ``huber_delta``, ``fused``).
+            ``label_smoothing``, ``huber_delta``, ``fused``, ``reweigh``, ``squash_factor``).
     """
-    if not isinstance(vocab, NumberVocab):
-        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
+    vocab = check_vocab(vocab)
     check_loss_options(kind, "mean", normalize_by, kw.get("huber_delta", 1.0))
-    allowed = {"ignore_index", "label_smoothing", "huber_delta", "fused"}
-    unknown = sorted(set(kw) - allowed)
-    if unknown:
-        raise TypeError(f"unexpected keyword(s) {unknown}; allowed: {sorted(allowed)}")
+    check_keywords(
+        kw, ("ignore_index", "label_smoothing", "huber_delta", "fused", "reweigh", "squash_factor")
+    )
     ignore_index: int = kw.get("ignore_index", -100)
-    huber_delta: float = kw.get("huber_delta", 1.0)
 
     def compute_loss(
         outputs: Any, labels: Tensor | None, num_items_in_batch: int | Tensor | None = None
     ) -> Tensor:
-        if labels is None:
-            raise ValueError("labels is None: the batch needs a 'labels' entry for the NTL loss")
+        check_trainer_labels(labels)
+        assert labels is not None
         logits = _logits_of(outputs)  # (B, T, V)
         labels = labels.to(logits.device)
-        if causal:
-            labels = shift_labels(labels, ignore_index)
-        if normalize_by == "tokens" or num_items_in_batch is None:
-            return cross_entropy_with_ntl(
-                logits,
-                labels,
-                vocab,
-                kind=kind,
-                ntl_weight=ntl_weight,
-                normalize_by=normalize_by,
-                num_items_in_batch=num_items_in_batch,
-                **kw,
-            )
-        # normalize_by="number_tokens" under gradient accumulation: CE is exact; the NTL
-        # micro-batch mean is scaled by this micro-batch's share of the tokens.
-        total = torch.as_tensor(num_items_in_batch, device=logits.device, dtype=torch.float32)
-        share = (labels != ignore_index).sum() / total.clamp_min(1)
-        ce = cross_entropy_with_ntl(
+        used = shift_labels(labels, ignore_index) if causal else labels
+        num_items = trainer_target_count(labels, used, num_items_in_batch, causal, ignore_index)
+        if normalize_by == "number_tokens":
+            check_trainer_number_tokens(num_items, used, ignore_index)
+            num_items = None  # this micro-batch is the whole batch: its own means are exact
+        return cross_entropy_with_ntl(
             logits,
-            labels,
+            used,
             vocab,
             kind=kind,
-            ntl_weight=0.0,
-            num_items_in_batch=num_items_in_batch,
+            ntl_weight=ntl_weight,
+            normalize_by=normalize_by,
+            num_items_in_batch=None if num_items is None else torch.tensor(num_items),
             **kw,
         )
-        ntl = number_token_loss(
-            logits, labels, vocab, kind=kind, ignore_index=ignore_index, huber_delta=huber_delta
-        )
-        return ce + ntl_weight * share * ntl
 
     return compute_loss

@@ -11,38 +11,68 @@ of rows at a time (the idea of Liger-Kernel's fused linear CE and Apple's Cut Cr
 With ``reduction`` "mean"/"sum" the gradients are accumulated during forward and backward only
 scales them by ``grad_output``; with "none" the per-position ``grad_output`` is only known in
 backward, so forward computes values and backward runs the chunk loop once more.
-Half-precision inputs: logits are formed in the input dtype (as the materialised path does) and
-the loss and gradient accumulation run in float32.
+Half-precision inputs: the matmuls run in the input dtype, as in the materialised path (the
+logits chunk is formed in bf16/fp16, the loss and the logits' gradient in float32 per chunk, and
+that gradient is rounded to the input dtype for ``grad_h`` and ``grad_W``). ``grad_W`` is
+accumulated over the chunks in the input dtype: no full-size float32 copy of ``W`` or of its
+gradient exists (one rounding per chunk, where the materialised path rounds once).
+Memory: besides the inputs and the gradients returned, one (n, V) float32 buffer (plus an (n, V)
+buffer in the input dtype for half precision), n = :func:`default_linear_chunk_rows` — against
+at least three full (N, V) buffers for the materialised path.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ntl._validate import (
+    check_linear_inputs,
+    check_options,
+    check_softmax_rows,
+    check_vocab,
+    compute_dtype,
+)
 from ntl.fused import (
     LabelPlan,
     LossOptions,
-    _chunk_bounds,
     ce_rows_from_lse,
-    check_options,
+    chunk_bounds,
     combine_loss,
-    compute_dtype,
-    default_chunk_rows,
     ntl_value_and_grad,
     plan_labels,
-    softmax_ce_grad_,
+    softmax_ce_grad_inplace_,
 )
 from ntl.vocab import NumberVocab
 
-__all__ = ["linear_cross_entropy_with_ntl"]
+__all__ = ["default_linear_chunk_rows", "linear_cross_entropy_with_ntl"]
 
-# Elements of one chunk of logits: 2**21 float32 = 8 MiB, enough rows for an efficient matmul.
-_LINEAR_CHUNK_ELEMENTS = 2**21
+# At most this many logits per chunk: 2**22 float32 = 16 MiB.
+_LINEAR_CHUNK_ELEMENTS = 2**22
+# At least this many chunks, so that the scratch stays a small fraction of the (N, V) logits
+# whatever N is, ...
+_MIN_CHUNKS = 16
+# ... but at least this many rows per chunk: every chunk reads and writes the whole (V, H)
+# weight gradient once, which costs more than the matmul itself when chunks are thin.
+_MIN_CHUNK_ROWS = 48
 
 Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
+
+
+def default_linear_chunk_rows(
+    rows: int, vocab_size: int, dtype: torch.dtype = torch.float32
+) -> int:
+    """Rows per chunk: ``min(2**22 // V, max(48, ceil(N / 16)))``, at least 1.
+
+    Half precision keeps about twice the scratch per row (the chunk in the input dtype, its
+    float32 copy, the matmul's float32 accumulator), so its minimum is 24 rows.
+    """
+    by_size = _LINEAR_CHUNK_ELEMENTS // max(1, vocab_size)
+    least = _MIN_CHUNK_ROWS // 2 if compute_dtype(dtype) != dtype else _MIN_CHUNK_ROWS
+    return max(1, min(by_size, max(least, math.ceil(rows / _MIN_CHUNKS))))
 
 
 def _linear_pass(
@@ -60,38 +90,49 @@ def _linear_pass(
 
     Returns per-row CE (N,), per-number-row NTL (M,) or None, and the gradients of the loss
     (already normalised; rows scaled by ``row_scale`` (N,) if given) for hidden, weight, bias
-    where ``need`` asks for them.
+    where ``need`` asks for them, in the input dtype.
+
+    Memory: besides the outputs, per-chunk buffers of (n, V) only: the logits in the compute
+    dtype, overwritten by their gradient, and for half precision the logits / gradient in the
+    input dtype for the matmuls, which run in the input dtype as in the materialised path. No
+    full-size copy of W or of its gradient is made.
     """
     n_rows, vocab_size = hidden.shape[0], weight.shape[0]
-    dtype = compute_dtype(hidden.dtype)
+    in_dtype = hidden.dtype
+    dtype = compute_dtype(in_dtype)
+    half = dtype != in_dtype
     device = hidden.device
     eps = opts.label_smoothing
     token_ids, values = vocab[0].to(device), vocab[1].to(device=device, dtype=dtype)
     any_grad = any(need)
     use_ntl = opts.ntl_weight != 0.0 and plan.number_rows.numel() > 0
-    weight_c = weight.to(dtype)  # (V, H), a copy only for half precision
     lse = torch.empty(n_rows, dtype=dtype, device=device)
     label_logit = torch.empty(n_rows, dtype=dtype, device=device)
     logit_sum = torch.empty(n_rows, dtype=dtype, device=device) if eps > 0 else None
     ntl_rows = (
         torch.empty(plan.number_rows.numel(), dtype=dtype, device=device) if use_ntl else None
     )
-    grad_h = torch.empty(hidden.shape, dtype=dtype, device=device) if need[0] else None
-    grad_w = torch.zeros(weight.shape, dtype=dtype, device=device) if need[1] else None
+    grad_h = torch.empty(hidden.shape, dtype=in_dtype, device=device) if need[0] else None
+    grad_w = torch.zeros(weight.shape, dtype=in_dtype, device=device) if need[1] else None
     grad_b = torch.zeros(vocab_size, dtype=dtype, device=device) if need[2] else None
-    scratch = (
-        torch.empty((min(chunk_rows, n_rows), vocab_size), dtype=dtype, device=device)
-        if any_grad
-        else None
-    )
+    n_max = min(chunk_rows, n_rows)
+    x_buf = torch.empty((n_max, vocab_size), dtype=in_dtype, device=device)  # matmul output
+    x32 = torch.empty((n_max, vocab_size), dtype=dtype, device=device) if half else None
     starts = list(range(0, n_rows, chunk_rows))
-    bounds = _chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl else []
-    weight_t = weight.detach().t()  # (H, V)
+    bounds = chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl else []
+    weight_d = weight.detach()
+    weight_t = weight_d.t()  # (H, V), a view
+    bias_d = None if bias is None else bias.detach()
     for c, r0 in enumerate(starts):
         r1 = min(r0 + chunk_rows, n_rows)
+        n = r1 - r0
         h = hidden[r0:r1].detach()  # (n, H)
-        x = h @ weight_t if bias is None else torch.addmm(bias.detach(), h, weight_t)
-        x = x.to(dtype)  # (n, V)
+        x_in = x_buf[:n]
+        if bias_d is None:
+            torch.mm(h, weight_t, out=x_in)
+        else:
+            torch.addmm(bias_d, h, weight_t, out=x_in)
+        x = x_in if x32 is None else x32[:n].copy_(x_in)  # (n, V) compute dtype
         safe = plan.safe_labels[r0:r1]
         label_logit[r0:r1] = x.gather(1, safe.unsqueeze(1)).squeeze(1)
         if logit_sum is not None:
@@ -101,26 +142,34 @@ def _linear_pass(
             a, b = bounds[c], bounds[c + 1]
             local = (plan.number_rows[a:b] - r0).unsqueeze(1)  # (m, 1)
             number_logits = x[local, token_ids.unsqueeze(0)]  # (m, K)
+            check_softmax_rows(number_logits, "logits at the number tokens of a number label")
             ntl_rows[a:b], ntl_grad = ntl_value_and_grad(
-                number_logits, plan.targets[a:b], values, opts.kind, opts.huber_delta
+                number_logits,
+                plan.targets[a:b],
+                values,
+                opts.kind,
+                opts.huber_delta,
+                opts.squash_factor,
             )
-        if scratch is None:
+        if not any_grad:
             torch.logsumexp(x, dim=1, out=lse[r0:r1])
             continue
-        g = scratch[: r1 - r0]  # (n, V)
-        lse[r0:r1] = softmax_ce_grad_(x, g, safe, plan.ce_weight[r0:r1], eps)
+        # the logits chunk becomes its gradient in place: one (n, V) buffer
+        lse[r0:r1] = softmax_ce_grad_inplace_(x, safe, plan.ce_weight[r0:r1], eps)
+        g = x
         if ntl_grad is not None:
             g.index_put_(
                 (local, token_ids.unsqueeze(0)), ntl_grad.mul_(plan.ntl_scale), accumulate=True
             )
         if row_scale is not None:
             g.mul_(row_scale[r0:r1].unsqueeze(1))
-        if grad_h is not None:
-            torch.mm(g, weight_c, out=grad_h[r0:r1])
-        if grad_w is not None:
-            grad_w.addmm_(g.t(), h.to(dtype))
         if grad_b is not None:
             grad_b += g.sum(0)
+        g_mm = g if not half else x_in.copy_(g)  # the logits chunk is no longer needed
+        if grad_h is not None:
+            torch.mm(g_mm, weight_d, out=grad_h[r0:r1])
+        if grad_w is not None:
+            grad_w.addmm_(g_mm.t(), h)
     ce_rows = ce_rows_from_lse(lse, label_logit, logit_sum, eps, vocab_size)
     return ce_rows, ntl_rows, (grad_h, grad_w, grad_b)
 
@@ -176,8 +225,8 @@ class _LinearCrossEntropyNTL(torch.autograd.Function):
                 if grad is not None:
                     grad.mul_(grad_output)
         return (
-            None if grad_h is None else grad_h.reshape(hidden.shape).to(hidden.dtype),
-            None if grad_w is None else grad_w.to(weight.dtype),
+            None if grad_h is None else grad_h.reshape(hidden.shape),
+            grad_w,
             None if grad_b is None else grad_b.to(bias.dtype),
             None,
             None,
@@ -185,75 +234,6 @@ class _LinearCrossEntropyNTL(torch.autograd.Function):
             None,
             None,
         )
-
-
-def _check_linear_inputs(
-    hidden: object,
-    weight: object,
-    bias: object,
-    labels: Tensor,
-    vocab: NumberVocab,
-    ignore_index: int,
-) -> None:
-    if not isinstance(vocab, NumberVocab):
-        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
-    for name, value in (("hidden", hidden), ("weight", weight)):
-        if not isinstance(value, Tensor) or not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating torch.Tensor, got {type(value).__name__}")
-    assert isinstance(hidden, Tensor) and isinstance(weight, Tensor)
-    if hidden.dim() < 2:
-        raise ValueError(
-            f"hidden must have shape (..., H) with at least 2 dims, got {tuple(hidden.shape)}"
-        )
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(
-            f"weight must have shape (V, H) = (V, {hidden.shape[-1]}), got {tuple(weight.shape)}"
-        )
-    if weight.shape[0] != vocab.vocab_size:
-        raise ValueError(
-            f"weight has {weight.shape[0]} rows (shape {tuple(weight.shape)}) but vocab.vocab_size "
-            f"is {vocab.vocab_size}"
-        )
-    if weight.dtype != hidden.dtype or weight.device != hidden.device:
-        raise TypeError(
-            f"weight ({weight.dtype}, {weight.device}) must match hidden ({hidden.dtype}, {hidden.device})"
-        )
-    if bias is not None:
-        if not isinstance(bias, Tensor) or bias.dtype != hidden.dtype:
-            raise TypeError(
-                f"bias must be a {hidden.dtype} tensor, got {getattr(bias, 'dtype', bias)}"
-            )
-        if tuple(bias.shape) != (vocab.vocab_size,):
-            raise ValueError(f"bias must have shape ({vocab.vocab_size},), got {tuple(bias.shape)}")
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    if tuple(labels.shape) != tuple(hidden.shape[:-1]):
-        raise ValueError(
-            f"labels must have shape hidden.shape[:-1] = {tuple(hidden.shape[:-1])}, "
-            f"got labels shape {tuple(labels.shape)}"
-        )
-    if labels.device != hidden.device:
-        raise ValueError(f"labels are on {labels.device} but hidden is on {hidden.device}")
-    bad = ((labels < 0) | (labels >= vocab.vocab_size)) & (labels != ignore_index)
-    if bool(bad.any()):
-        index = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(
-            f"labels must lie in [0, {vocab.vocab_size}) or equal ignore_index={ignore_index}, "
-            f"found {int(labels[index])} at index {index}"
-        )
-    for name, value in (("hidden", hidden), ("weight", weight), ("bias", bias)):
-        if value is None:
-            continue
-        # one reduction: a non-finite entry makes the sum non-finite (overflow is re-checked)
-        if not bool(torch.isfinite(value.detach().sum(dtype=compute_dtype(value.dtype)))):
-            non_finite = (~torch.isfinite(value.detach())).nonzero()
-            if non_finite.numel():  # else only the sum overflowed
-                where = tuple(int(i) for i in non_finite[0])
-                raise ValueError(
-                    f"{name} must be finite, found {value[where].item()} at index {where}"
-                )
 
 
 def linear_cross_entropy_with_ntl(
@@ -273,6 +253,7 @@ def linear_cross_entropy_with_ntl(
     label_smoothing: float = 0.0,
     huber_delta: float = 1.0,
     chunk_size: int | None = None,
+    squash_factor: float | None = None,
 ) -> Tensor:
     """CE + ntl_weight * NTL of the logits ``hidden @ weight.T + bias``, never materialised.
 
@@ -280,15 +261,17 @@ def linear_cross_entropy_with_ntl(
         hidden: (..., H) last hidden states. weight: (V, H) LM head. bias: optional (V,).
         labels: (...) integer labels in [0, V) or ``ignore_index``.
         vocab: the number tokens (``vocab.vocab_size == V``).
-        chunk_size: rows per chunk (default: about 8 MiB of float32 logits per chunk).
+        chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`, at most
+            2**22 logits = 16 MiB of float32, and max(48, ceil(N / 16)) rows; 24 for half).
         The other keywords are those of :func:`ntl.cross_entropy_with_ntl`.
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
     """
-    _check_linear_inputs(hidden, weight, bias, labels, vocab, ignore_index)
+    vocab = check_vocab(vocab)
+    check_linear_inputs(hidden, weight, bias, labels, vocab.vocab_size, ignore_index)
     check_options(
         kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
-        num_items_in_batch, num_number_items_in_batch, chunk_size,
+        num_items_in_batch, num_number_items_in_batch, chunk_size, squash_factor,
     )  # fmt: skip
     opts = LossOptions(
         kind,
@@ -298,6 +281,7 @@ def linear_cross_entropy_with_ntl(
         normalize_by,
         float(label_smoothing),
         float(huber_delta),
+        None if squash_factor is None else float(squash_factor),
     )
     vocab_size = vocab.vocab_size
     dtype = compute_dtype(hidden.dtype)
@@ -311,10 +295,11 @@ def linear_cross_entropy_with_ntl(
         num_number_items_in_batch,
         dtype,
     )
+    n_rows = labels.numel()
     rows = (
         chunk_size
         if chunk_size is not None
-        else default_chunk_rows(vocab_size, hidden.device, _LINEAR_CHUNK_ELEMENTS)
+        else default_linear_chunk_rows(n_rows, vocab_size, hidden.dtype)
     )
     pair = (token_ids, values)
     grad_on = torch.is_grad_enabled()

@@ -9,64 +9,56 @@ number-token logits only, ``p = softmax(z[token_ids])`` (K,), and
     huber : huber_delta-Huber of ŷ − y
 
 Positions with any other label (text tokens, ``ignore_index``) contribute nothing.
-Normalisation is explicit: ``reduction="mean"`` divides the sum by ``num_items_in_batch`` when
-given, else by the number of number-token positions (``normalize_by="number_tokens"``, the
-paper) or of non-ignored positions (``normalize_by="tokens"``, like cross-entropy).
+Normalisation is explicit: ``reduction="mean"`` divides the sum by the number of number-token
+positions (``normalize_by="number_tokens"``, the paper) or of non-ignored positions
+(``normalize_by="tokens"``, like cross-entropy). For gradient accumulation the two counts over the
+whole accumulated batch are passed in, with one meaning everywhere (see :func:`ntl.count_targets`):
+``num_items_in_batch`` = non-ignored target tokens (transformers' meaning), and
+``num_number_items_in_batch`` = number-token targets.
+
+Options of the reference package ntloss 0.3.2, all off by default (the paper uses none of them):
+``loss_weights`` (per-position weights), ``reweigh`` (ntloss's default: scale by the probability
+mass the full softmax puts on number tokens, plus a penalty for the rest) and ``squash_factor``
+(WAS distances squashed for vocabularies with large number values).
 
 This file is the single source of truth the fused kernel (``ntl.fused``) is tested against.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ntl._validate import (
-    check_logits,
+    check_label_tensor,
     check_logits_labels,
     check_logits_shape,
     check_loss_options,
-    check_num_items,
+    check_loss_weights,
+    check_ntl_counts,
+    check_options,
+    check_sigma,
+    check_soft_target_rows,
+    check_softmax_rows,
+    check_squash_factor,
     check_target_probs,
+    check_vocab,
+    compute_dtype,
+    mean_denominator,
 )
+from ntl.fused import squash_distances
 from ntl.vocab import NumberVocab
 
 __all__ = [
     "CrossEntropyWithNTL",
     "NTLoss",
+    "count_targets",
     "cross_entropy_with_ntl",
     "gaussian_number_targets",
     "number_token_loss",
     "predict_numbers",
 ]
-
-
-def _check_vocab(vocab: object) -> NumberVocab:
-    if not isinstance(vocab, NumberVocab):
-        raise TypeError(f"vocab must be a ntl.NumberVocab, got {type(vocab).__name__}")
-    return vocab
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half-precision logits are upcast to float32; float32/float64 stay as they are."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _check_weight(name: str, value: float, upper: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (0 <= value <= upper and math.isfinite(value)):
-        raise ValueError(f"{name} must be finite and in [0, {upper}], got {value!r}")
-
-
-def _denominator(override: int | Tensor | None, count: Tensor, dtype: torch.dtype) -> Tensor:
-    """The divisor of a "mean": the override if given, else ``count``; 0 becomes 1 (sum is 0 then)."""
-    value = count if override is None else torch.as_tensor(override, device=count.device)
-    value = value.reshape(()).to(count.device, dtype)
-    return torch.where(value > 0, value, torch.ones_like(value))
 
 
 class _Positions:
@@ -84,21 +76,53 @@ class _Positions:
         self.num_number = is_number.sum()
 
 
+def _max_distance(kind: str, values: Tensor, huber_delta: float, squash: float | None) -> Tensor:
+    """The largest per-position NTL one wrong number token can give (ntloss's ``max_dist``)."""
+    spread = values.max() - values.min()
+    if kind == "was":
+        return spread if squash is None else spread.new_tensor(float(squash))
+    if kind == "mse":
+        return spread.square()
+    if kind == "mae":
+        return spread
+    if kind == "huber":
+        return F.huber_loss(spread, torch.zeros_like(spread), delta=huber_delta)
+    raise ValueError(f"unknown NTL kind {kind!r}")
+
+
+def _reweigh(per_pos: Tensor, number_rows: Tensor, where: _Positions, max_dist: Tensor) -> Tensor:
+    """ntloss's ``reweigh``: ``loss · m + 1.01 · max_dist · (1 − m)``, m = number-token mass.
+
+    ``number_rows`` (M, V) are the full logits at the number positions; m is the probability
+    the softmax over the whole vocabulary puts on the number tokens.
+    """
+    check_softmax_rows(number_rows, "logits at a number label (reweigh takes the full softmax)")
+    number_part = number_rows.index_select(1, where.token_ids)  # (M, K)
+    mass = torch.exp(torch.logsumexp(number_part, -1) - torch.logsumexp(number_rows, -1))  # (M,)
+    return per_pos * mass + 1.01 * max_dist * (1.0 - mass)
+
+
 def _ntl_per_position(
-    flat_logits: Tensor,
+    number_rows: Tensor,
     where: _Positions,
     kind: str,
     huber_delta: float,
     q: Tensor | None,
+    squash_factor: float | None = None,
 ) -> Tensor:
-    """NTL at the M number positions: (M,). ``flat_logits`` (N, V) in the compute dtype; ``q`` (M, K)."""
-    nt_logits = flat_logits[where.pos.unsqueeze(1), where.token_ids.unsqueeze(0)]  # (M, K)
+    """NTL at the M number positions: (M,). ``number_rows`` (M, V): the logits at those positions
+    in the compute dtype; ``q`` (M, K) optional soft targets."""
+    nt_logits = number_rows.index_select(1, where.token_ids)  # (M, K)
+    check_softmax_rows(nt_logits, "logits at the number tokens of a number label")
     p = torch.softmax(nt_logits, dim=-1)  # (M, K)
     values = where.values  # (K,)
     if kind == "was":
         if q is None:
             y = values.index_select(0, where.k)  # (M,)
-            return (p * (values.unsqueeze(0) - y.unsqueeze(1)).abs()).sum(-1)
+            dist = squash_distances(
+                (values.unsqueeze(0) - y.unsqueeze(1)).abs(), values, squash_factor
+            )
+            return (p * dist).sum(-1)
         # Exact W1 between p and q over the sorted support: Σ_j |CDF_p − CDF_q|_j · gap_j.
         order = torch.argsort(values, stable=True)  # (K,)
         gaps = values[order].diff()  # (K-1,)
@@ -110,13 +134,36 @@ def _ntl_per_position(
         return (y_hat - y).square()
     if kind == "mae":
         return (y_hat - y).abs()
-    return F.huber_loss(y_hat, y, reduction="none", delta=huber_delta)
+    if kind == "huber":
+        return F.huber_loss(y_hat, y, reduction="none", delta=huber_delta)
+    raise ValueError(f"unknown NTL kind {kind!r}")
 
 
 def _scatter(per_pos: Tensor, where: _Positions, shape: torch.Size) -> Tensor:
     """(M,) values at number positions -> (*shape) with zeros elsewhere."""
     out = per_pos.new_zeros(where.valid.numel())
     return out.index_copy(0, where.pos, per_pos).reshape(shape)
+
+
+def count_targets(
+    labels: Tensor, vocab: NumberVocab, *, causal: bool = False, ignore_index: int = -100
+) -> tuple[Tensor, Tensor]:
+    """``(num_items, num_number_items)``: the targets a loss uses in ``labels`` (...), as 0-d tensors.
+
+    ``num_items`` counts the non-ignored targets, ``num_number_items`` those that are number
+    tokens. With ``causal=True`` the labels are first shifted as by :func:`ntl.hf.shift_labels`
+    (a decoder-only LM predicts ``labels[..., t + 1]`` at t), so the first label of each sequence
+    is not counted. Sum both over the micro-batches of an accumulated batch (and over data-parallel
+    ranks) and pass them as ``num_items_in_batch`` / ``num_number_items_in_batch`` to every
+    micro-batch's loss: the accumulated gradient then equals the one of the whole batch.
+    """
+    vocab = check_vocab(vocab)
+    check_label_tensor(labels, vocab.vocab_size, ignore_index)
+    used = labels[..., 1:] if causal else labels
+    _, _, index_of = vocab.device_tensors(labels.device, torch.float32)
+    valid = used != ignore_index
+    is_number = valid & (index_of[used.masked_fill(~valid, 0).long()] >= 0)
+    return valid.sum(), is_number.sum()
 
 
 def number_token_loss(
@@ -130,52 +177,76 @@ def number_token_loss(
     num_items_in_batch: int | Tensor | None = None,
     huber_delta: float = 1.0,
     target_probs: Tensor | None = None,
+    *,
+    num_number_items_in_batch: int | Tensor | None = None,
+    loss_weights: Tensor | None = None,
+    reweigh: bool = False,
+    squash_factor: float | None = None,
 ) -> Tensor:
     """Number Token Loss of ``logits`` (..., V) against integer ``labels`` (...).
 
     Args:
         logits: (..., V) with V == ``vocab.vocab_size``; half precision is upcast to float32.
+            ``-inf`` masks a token; NaN, ``+inf`` and all-``-inf`` number-token rows are errors.
         labels: (...) token ids in [0, V) or ``ignore_index``.
         vocab: the number tokens and their values.
         kind: ``"was"``, ``"mse"``, ``"mae"`` or ``"huber"``.
         reduction: ``"mean"``, ``"sum"``, or ``"none"`` ((...) with zeros at non-number positions).
         normalize_by: denominator of ``"mean"``: ``"number_tokens"`` or ``"tokens"`` (non-ignored).
-        num_items_in_batch: overrides the ``"mean"`` denominator (gradient accumulation).
+        num_items_in_batch: the non-ignored targets of the whole accumulated batch: the
+            ``"mean"`` denominator when ``normalize_by="tokens"`` (an error with
+            ``"number_tokens"``, where it would be a different quantity).
         huber_delta: threshold of ``kind="huber"``.
         target_probs: optional soft targets (..., K) over ``vocab.token_ids`` (rows sum to 1 at
             number positions). ``"was"`` then uses the exact sorted-CDF W1; the other kinds use
             the target's expected value ``Σ_j q_j v_j`` as ``y``.
+        num_number_items_in_batch: the number-token targets of the whole accumulated batch: the
+            ``"mean"`` denominator when ``normalize_by="number_tokens"``.
+        loss_weights: optional (...) weights >= 0 per position (ntloss ``loss_weights``); the
+            ``"mean"`` then divides by the sum of the weights at the counted positions.
+        reweigh: ntloss's ``reweigh`` (its default; off here and in the paper).
+        squash_factor: ntloss's ``squash_factor`` for ``kind="was"`` (off by default).
 
     Returns:
         A scalar for ``"mean"``/``"sum"``, else a tensor shaped like ``labels``. With no number
         positions the result is an exact zero that still back-propagates (zero gradient).
     """
-    vocab = _check_vocab(vocab)
+    vocab = check_vocab(vocab)
     check_loss_options(kind, reduction, normalize_by, huber_delta)
-    check_num_items("num_items_in_batch", num_items_in_batch)
-    check_logits_labels(logits, labels, vocab.vocab_size, ignore_index)
+    check_ntl_counts(normalize_by, num_items_in_batch, num_number_items_in_batch)
+    check_squash_factor(squash_factor, kind, soft_targets=target_probs is not None)
+    check_logits_labels(logits, labels, vocab.vocab_size, ignore_index, softmax_rows=False)
+    check_loss_weights(loss_weights, labels)
     if target_probs is not None:
         check_target_probs(target_probs, labels, len(vocab))
-    dtype = _compute_dtype(logits.dtype)
+    dtype = compute_dtype(logits.dtype)
     where = _Positions(labels, vocab, ignore_index, dtype)
     q = None
     if target_probs is not None:
         q = target_probs.reshape(-1, len(vocab)).index_select(0, where.pos).to(dtype)  # (M, K)
-        row_sums = q.detach().sum(-1)
-        if not bool(torch.allclose(row_sums, torch.ones_like(row_sums), atol=1e-4)):
-            raise ValueError(
-                "target_probs rows must sum to 1 at number-token positions, "
-                f"got sums in [{row_sums.min().item():g}, {row_sums.max().item():g}]"
-            )
-    flat_logits = logits.reshape(-1, vocab.vocab_size).to(dtype)  # (N, V)
-    per_pos = _ntl_per_position(flat_logits, where, kind, huber_delta, q)  # (M,)
+        check_soft_target_rows(q)
+    flat_logits = logits.reshape(-1, vocab.vocab_size)  # (N, V)
+    number_rows = flat_logits.index_select(0, where.pos).to(dtype)  # (M, V)
+    per_pos = _ntl_per_position(number_rows, where, kind, huber_delta, q, squash_factor)
+    if reweigh:
+        max_dist = _max_distance(kind, where.values, huber_delta, squash_factor)
+        per_pos = _reweigh(per_pos, number_rows, where, max_dist)
+    weights = None
+    if loss_weights is not None:
+        weights = loss_weights.reshape(-1).to(dtype)  # (N,)
+        per_pos = per_pos * weights.index_select(0, where.pos)
     if reduction == "none":
         return _scatter(per_pos, where, labels.shape)
     total = per_pos.sum()
     if reduction == "sum":
         return total
-    count = where.num_number if normalize_by == "number_tokens" else where.num_valid
-    return total / _denominator(num_items_in_batch, count, dtype)
+    if normalize_by == "number_tokens":
+        count = where.num_number if weights is None else weights.index_select(0, where.pos).sum()
+        override, name = num_number_items_in_batch, "num_number_items_in_batch"
+    else:
+        count = where.num_valid if weights is None else (weights * where.valid).sum()
+        override, name = num_items_in_batch, "num_items_in_batch"
+    return total / mean_denominator(name, override, float(count))
 
 
 def cross_entropy_with_ntl(
@@ -193,31 +264,34 @@ def cross_entropy_with_ntl(
     label_smoothing: float = 0.0,
     huber_delta: float = 1.0,
     fused: bool = True,
+    reweigh: bool = False,
+    squash_factor: float | None = None,
 ) -> Tensor:
     """Cross-entropy plus ``ntl_weight`` · Number Token Loss, the paper's training objective.
 
     The CE part has ``torch.nn.functional.cross_entropy`` semantics (``label_smoothing``,
-    ``ignore_index``); its ``"mean"`` divides the summed CE by ``num_items_in_batch`` if given,
-    else by the number of non-ignored positions. The NTL part is normalised as in
-    :func:`number_token_loss`, with the denominator override ``num_number_items_in_batch`` when
-    ``normalize_by="number_tokens"`` and ``num_items_in_batch`` when ``normalize_by="tokens"``.
+    ``ignore_index``, ``-inf`` logits allowed); its ``"mean"`` divides the summed CE by
+    ``num_items_in_batch`` if given, else by the number of non-ignored positions. The NTL part
+    is normalised as in :func:`number_token_loss`, with the same meaning of the two counts:
+    ``num_items_in_batch`` (non-ignored targets, also the NTL denominator when
+    ``normalize_by="tokens"``) and ``num_number_items_in_batch`` (number-token targets, the NTL
+    denominator when ``normalize_by="number_tokens"``); :func:`count_targets` computes both.
     ``reduction="none"`` returns per-position CE + ``ntl_weight`` · NTL, shaped like ``labels``.
 
     ``fused=True`` dispatches to ``ntl.fused.fused_cross_entropy_with_ntl`` (same arguments,
-    same result; validation of the tensors is done there).
+    same result). ``reweigh=True`` (ntloss's option) always runs the reference path.
     """
-    vocab = _check_vocab(vocab)
-    check_loss_options(kind, reduction, normalize_by, huber_delta)
-    _check_weight("ntl_weight", ntl_weight)
-    _check_weight("label_smoothing", label_smoothing, upper=1.0)
-    check_num_items("num_items_in_batch", num_items_in_batch)
-    check_num_items("num_number_items_in_batch", num_number_items_in_batch)
-    if fused:
+    vocab = check_vocab(vocab)
+    check_options(
+        kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
+        num_items_in_batch, num_number_items_in_batch, None, squash_factor,
+    )  # fmt: skip
+    if fused and not reweigh:
         check_logits_shape(logits, vocab.vocab_size)  # the fused path only sees token ids
         from ntl.fused import fused_cross_entropy_with_ntl
 
         # values in the compute dtype, so float64 logits see the vocab's exact float64 values
-        token_ids, values, _ = vocab.device_tensors(logits.device, _compute_dtype(logits.dtype))
+        token_ids, values, _ = vocab.device_tensors(logits.device, compute_dtype(logits.dtype))
         return fused_cross_entropy_with_ntl(
             logits,
             labels,
@@ -232,38 +306,54 @@ def cross_entropy_with_ntl(
             num_number_items_in_batch=num_number_items_in_batch,
             label_smoothing=label_smoothing,
             huber_delta=huber_delta,
+            squash_factor=squash_factor,
         )
     check_logits_labels(logits, labels, vocab.vocab_size, ignore_index)
-    dtype = _compute_dtype(logits.dtype)
+    dtype = compute_dtype(logits.dtype)
     where = _Positions(labels, vocab, ignore_index, dtype)
     flat_logits = logits.reshape(-1, vocab.vocab_size).to(dtype)  # (N, V)
+    flat_labels = labels.reshape(-1).long()
     ce = F.cross_entropy(
         flat_logits,
-        labels.reshape(-1).long(),
+        flat_labels,
         ignore_index=ignore_index,
-        reduction="none" if reduction == "none" else "sum",
+        reduction="none",
         label_smoothing=label_smoothing,
-    )  # (N,) or ()
-    ntl = _ntl_per_position(flat_logits, where, kind, huber_delta, None)  # (M,)
+    )  # (N,)
+    # an ignored row holds 0, but its gradient path may carry inf * 0 from a -inf logit
+    ce = ce.masked_fill(~where.valid, 0.0)
+    number_rows = flat_logits.index_select(0, where.pos)  # (M, V)
+    ntl = _ntl_per_position(number_rows, where, kind, huber_delta, None, squash_factor)
+    if reweigh:
+        max_dist = _max_distance(kind, where.values, huber_delta, squash_factor)
+        ntl = _reweigh(ntl, number_rows, where, max_dist)
     if reduction == "none":
         return ce.reshape(labels.shape) + ntl_weight * _scatter(ntl, where, labels.shape)
     if reduction == "sum":
-        return ce + ntl_weight * ntl.sum()
+        return ce.sum() + ntl_weight * ntl.sum()
+    num_valid = float(where.num_valid)
+    ce_denominator = mean_denominator("num_items_in_batch", num_items_in_batch, num_valid)
     if normalize_by == "number_tokens":
-        ntl_denominator = _denominator(num_number_items_in_batch, where.num_number, dtype)
+        ntl_denominator = mean_denominator(
+            "num_number_items_in_batch", num_number_items_in_batch, float(where.num_number)
+        )
     else:
-        ntl_denominator = _denominator(num_items_in_batch, where.num_valid, dtype)
-    ce_denominator = _denominator(num_items_in_batch, where.num_valid, dtype)
-    return ce / ce_denominator + ntl_weight * (ntl.sum() / ntl_denominator)
+        ntl_denominator = ce_denominator
+    return ce.sum() / ce_denominator + ntl_weight * (ntl.sum() / ntl_denominator)
 
 
 def predict_numbers(logits: Tensor, vocab: NumberVocab) -> Tensor:
-    """Expected number value per position, ``Σ_i p_i v_i`` with p the number-token softmax: (...)."""
-    vocab = _check_vocab(vocab)
-    check_logits(logits, vocab.vocab_size)
-    dtype = _compute_dtype(logits.dtype)
+    """Expected number value per position, ``Σ_i p_i v_i`` with p the number-token softmax: (...).
+
+    ``-inf`` logits are allowed; a position whose number-token logits are all ``-inf`` (or hold
+    NaN / ``+inf``) is an error.
+    """
+    vocab = check_vocab(vocab)
+    check_logits_shape(logits, vocab.vocab_size)
+    dtype = compute_dtype(logits.dtype)
     token_ids, values, _ = vocab.device_tensors(logits.device, dtype)
     nt_logits = logits.index_select(-1, token_ids).to(dtype)  # (..., K)
+    check_softmax_rows(nt_logits, "logits at the number tokens")
     return torch.softmax(nt_logits, dim=-1) @ values
 
 
@@ -272,32 +362,31 @@ def gaussian_number_targets(
 ) -> Tensor:
     """Gaussian-smoothed soft targets over the K number tokens: (..., K) float32.
 
-    At a position whose label is a number token with value ``y``,
-    ``q_j ∝ exp(−(v_j − y)² / (2 sigma²))`` (tokens with equal values share mass equally); rows at
-    all other positions are zero. Use as ``target_probs`` of :func:`number_token_loss`, or scatter
-    into ``vocab.token_ids`` for a Gaussian label-smoothed cross-entropy.
+    At a position whose label is a number token with value ``y``, each *distinct* value ``u`` of
+    the vocabulary gets mass ``∝ exp(−(u − y)² / (2 sigma²))`` (a symmetric kernel over values,
+    whatever the number of tokens per value). The mass of ``y`` itself goes to the label token;
+    the mass of another value is split equally among the tokens with that value (e.g. "07" and
+    "007" for 7 in a "numbers" vocabulary). Rows at all other positions are zero. Use as
+    ``target_probs`` of :func:`number_token_loss`, or scatter into ``vocab.token_ids`` for a
+    Gaussian label-smoothed cross-entropy.
     """
-    vocab = _check_vocab(vocab)
-    if isinstance(sigma, bool) or not isinstance(sigma, int | float):
-        raise TypeError(f"sigma must be a float, got {type(sigma).__name__}")
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(
-            f"labels must be an integer tensor, got {getattr(labels, 'dtype', type(labels))}"
-        )
+    vocab = check_vocab(vocab)
+    check_sigma(sigma)
+    check_label_tensor(labels, vocab.vocab_size, ignore_index)
     flat = labels.reshape(-1).long()  # (N,)
-    bad = ((flat < 0) | (flat >= vocab.vocab_size)) & (flat != ignore_index)
-    if bool(bad.any()):
-        raise ValueError(
-            f"labels must lie in [0, {vocab.vocab_size}) or equal ignore_index={ignore_index}, "
-            f"found {int(flat[bad][0])}"
-        )
-    where = _Positions(labels, vocab, ignore_index, torch.float32)
+    where = _Positions(labels, vocab, ignore_index, torch.float64)
+    distinct, group = torch.unique(where.values, return_inverse=True)  # (U,), (K,)
+    per_value = torch.zeros_like(distinct).index_add_(0, group, torch.ones_like(where.values))
     y = where.values.index_select(0, where.k)  # (M,)
-    log_q = -(where.values.unsqueeze(0) - y.unsqueeze(1)).square() / (2.0 * sigma * sigma)  # (M, K)
+    log_q = -(distinct.unsqueeze(0) - y.unsqueeze(1)).square() / (2.0 * sigma * sigma)  # (M, U)
+    mass = torch.softmax(log_q, dim=-1)  # (M, U), symmetric in u - y
+    token_q = (mass / per_value).index_select(1, group)  # (M, K): a value's mass split equally
+    own = group.index_select(0, where.k)  # (M,) the label's value group
+    same_value = group.unsqueeze(0) == own.unsqueeze(1)  # (M, K)
+    token_q = token_q.masked_fill(same_value, 0.0)
+    token_q.scatter_(1, where.k.unsqueeze(1), mass.gather(1, own.unsqueeze(1)))
     out = torch.zeros(flat.numel(), len(vocab), device=labels.device)  # (N, K)
-    out = out.index_copy(0, where.pos, torch.softmax(log_q, dim=-1))
+    out = out.index_copy(0, where.pos, token_q.to(torch.float32))
     return out.reshape(*labels.shape, len(vocab))
 
 
@@ -312,15 +401,25 @@ class NTLoss(nn.Module):
         reduction: str = "mean",
         normalize_by: str = "number_tokens",
         huber_delta: float = 1.0,
+        *,
+        reweigh: bool = False,
+        squash_factor: float | None = None,
     ) -> None:
         super().__init__()
-        self.vocab = _check_vocab(vocab)
+        self.vocab = check_vocab(vocab)
         check_loss_options(kind, reduction, normalize_by, huber_delta)
+        check_squash_factor(squash_factor, kind)
         self.kind, self.ignore_index, self.reduction = kind, ignore_index, reduction
         self.normalize_by, self.huber_delta = normalize_by, huber_delta
+        self.reweigh, self.squash_factor = bool(reweigh), squash_factor
 
     def forward(
-        self, logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None = None
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        num_items_in_batch: int | Tensor | None = None,
+        num_number_items_in_batch: int | Tensor | None = None,
+        loss_weights: Tensor | None = None,
     ) -> Tensor:
         """``logits`` (..., V), ``labels`` (...) -> scalar, or (...) for ``reduction="none"``."""
         return number_token_loss(
@@ -333,10 +432,17 @@ class NTLoss(nn.Module):
             normalize_by=self.normalize_by,
             num_items_in_batch=num_items_in_batch,
             huber_delta=self.huber_delta,
+            num_number_items_in_batch=num_number_items_in_batch,
+            loss_weights=loss_weights,
+            reweigh=self.reweigh,
+            squash_factor=self.squash_factor,
         )
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, reduction={self.reduction!r}, normalize_by={self.normalize_by!r}, vocab={self.vocab!r}"
+        return (
+            f"kind={self.kind!r}, reduction={self.reduction!r}, normalize_by={self.normalize_by!r}, "
+            f"reweigh={self.reweigh}, squash_factor={self.squash_factor}, vocab={self.vocab!r}"
+        )
 
 
 class CrossEntropyWithNTL(nn.Module):
@@ -353,15 +459,20 @@ class CrossEntropyWithNTL(nn.Module):
         label_smoothing: float = 0.0,
         huber_delta: float = 1.0,
         fused: bool = True,
+        *,
+        reweigh: bool = False,
+        squash_factor: float | None = None,
     ) -> None:
         super().__init__()
-        self.vocab = _check_vocab(vocab)
-        check_loss_options(kind, reduction, normalize_by, huber_delta)
-        _check_weight("ntl_weight", ntl_weight)
-        _check_weight("label_smoothing", label_smoothing, upper=1.0)
+        self.vocab = check_vocab(vocab)
+        check_options(
+            kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
+            None, None, None, squash_factor,
+        )  # fmt: skip
         self.kind, self.ntl_weight, self.ignore_index = kind, ntl_weight, ignore_index
         self.reduction, self.normalize_by = reduction, normalize_by
         self.label_smoothing, self.huber_delta, self.fused = label_smoothing, huber_delta, fused
+        self.reweigh, self.squash_factor = bool(reweigh), squash_factor
 
     def forward(
         self,
@@ -385,6 +496,8 @@ class CrossEntropyWithNTL(nn.Module):
             label_smoothing=self.label_smoothing,
             huber_delta=self.huber_delta,
             fused=self.fused,
+            reweigh=self.reweigh,
+            squash_factor=self.squash_factor,
         )
 
     def extra_repr(self) -> str:

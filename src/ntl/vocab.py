@@ -18,8 +18,9 @@ from torch import Tensor
 __all__ = ["NumberVocab", "parse_number_token"]
 
 # A single leading word-boundary marker is stripped: plain space (tiktoken, raw vocabularies),
-# "Ġ" (byte-level BPE, GPT-2/RoBERTa/Llama-3 style) and "▁" (SentencePiece).
-_MARKERS = (" ", "\u0120", "\u2581")
+# "Ġ" (byte-level BPE, GPT-2/RoBERTa/Llama-3 style), "▁" (SentencePiece) and the WordPiece
+# continuation prefix "##" (BERT: "##7" continues a word, e.g. "x7" -> "x", "##7").
+_MARKERS = (" ", "\u0120", "\u2581", "##")
 _INTEGER = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+\.[0-9]+")
 _MODES = ("digits", "numbers")
@@ -29,11 +30,11 @@ def parse_number_token(token: str, mode: str = "digits", decimals: bool = False)
     """The numeric value of a token string, or ``None`` if it is not a number token.
 
     ``mode="digits"``: exactly one ASCII digit ``0``-``9``, optionally after one marker
-    (``" "``, ``"Ġ"``, ``"▁"``). ``mode="numbers"``: any run of ASCII digits (``"42"``, ``"007"``
+    (``" "``, ``"Ġ"``, ``"▁"``, or WordPiece's ``"##"``). ``mode="numbers"``: any run of ASCII digits (``"42"``, ``"007"``
     has value 7), and ``d+.d+`` decimals when ``decimals=True``. Signs, exponents (``"1e5"``),
     ``"inf"``/``"nan"``, underscores and non-ASCII digits are never numbers.
     """
-    body = token[1:] if token[:1] in _MARKERS else token
+    body = next((token[len(m) :] for m in _MARKERS if token.startswith(m)), token)
     if not body.isascii():
         return None
     if mode == "digits":

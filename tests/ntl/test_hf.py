@@ -46,10 +46,10 @@ def test_compute_loss_func_matches_functional() -> None:
         vocab,
         normalize_by="tokens",
         label_smoothing=0.05,
-        num_items_in_batch=9,
+        num_items_in_batch=8,  # the shifted targets: 5 + 3
     )
     for outputs in ({"logits": logits}, (logits,), type("Out", (), {"logits": logits})()):
-        torch.testing.assert_close(fn(outputs, labels, num_items_in_batch=9), expected)
+        torch.testing.assert_close(fn(outputs, labels, num_items_in_batch=8), expected)
     seq2seq = ntl_compute_loss_func(vocab, kind="mse", ntl_weight=2.0)
     torch.testing.assert_close(
         seq2seq({"logits": logits}, labels),
@@ -57,17 +57,83 @@ def test_compute_loss_func_matches_functional() -> None:
             logits, labels, vocab, kind="mse", ntl_weight=2.0, normalize_by="tokens"
         ),
     )
-    # Paper normalisation under gradient accumulation: NTL mean weighted by the token share.
+    # Paper normalisation: exact when the Trainer's count is this micro-batch's own.
     paper = ntl_compute_loss_func(vocab, normalize_by="number_tokens")
-    share = (labels != -100).sum() / 20
-    ce_part = cross_entropy_with_ntl(logits, labels, vocab, ntl_weight=0.0, num_items_in_batch=20)
-    expected = ce_part + 0.3 * share * number_token_loss(logits, labels, vocab)
+    n_local = int((labels != -100).sum())
     torch.testing.assert_close(
-        paper({"logits": logits}, labels, num_items_in_batch=torch.tensor(20)), expected
+        paper({"logits": logits}, labels, num_items_in_batch=torch.tensor(n_local)),
+        cross_entropy_with_ntl(logits, labels, vocab),
     )
     torch.testing.assert_close(
         paper({"logits": logits}, labels), cross_entropy_with_ntl(logits, labels, vocab)
     )
+
+
+def test_number_tokens_under_accumulation_refused() -> None:
+    """Defect 3: the Trainer's count spans several micro-batches -> a clear error, not a guess."""
+    vocab = _vocab()
+    logits = torch.randn(2, 6, vocab.vocab_size, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, vocab.vocab_size, (2, 6), generator=torch.Generator().manual_seed(1))
+    paper = ntl_compute_loss_func(vocab, normalize_by="number_tokens")
+    with pytest.raises(ValueError, match=r"number_tokens.*num_items_in_batch=20.*this one has 12"):
+        paper({"logits": logits}, labels, num_items_in_batch=torch.tensor(20))
+
+
+def test_causal_count_uses_shifted_targets() -> None:
+    """Defect 4: a Trainer count of the unshifted labels (83 vs 75 used) is corrected."""
+    vocab = _vocab()
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(8, 11, vocab.vocab_size, generator=gen)
+    labels = torch.randint(0, vocab.vocab_size, (8, 11), generator=gen)
+    labels[:, 10:] = -100
+    labels[0, 7:] = -100
+    unshifted = int((labels != -100).sum())
+    shifted = int((labels[:, 1:] != -100).sum())
+    assert (unshifted, shifted) == (77, 69)
+    fn = ntl_compute_loss_func(vocab, causal=True)
+    expected = cross_entropy_with_ntl(logits, shift_labels(labels), vocab, normalize_by="tokens")
+    torch.testing.assert_close(
+        fn({"logits": logits}, labels, num_items_in_batch=unshifted), expected
+    )
+    torch.testing.assert_close(fn({"logits": logits}, labels, num_items_in_batch=shifted), expected)
+    # Under accumulation the Trainer's unshifted count cannot be corrected: refused.
+    with pytest.raises(ValueError, match=r"num_items_in_batch=150.*labels\[\.\.\., 0\]"):
+        fn({"logits": logits}, labels, num_items_in_batch=150)
+    # With the first label masked both counts agree and any accumulated count is used as is.
+    labels[:, 0] = -100
+    scaled = fn({"logits": logits}, labels, num_items_in_batch=2 * shifted)
+    torch.testing.assert_close(scaled, expected / 2)
+
+
+def test_trainer_gpt2_counts_causal_targets(tmp_path: pathlib.Path) -> None:
+    """Defect 4 through transformers.Trainer: the loss is normalised by the shifted count."""
+    from transformers import Trainer
+
+    vocab = _vocab()
+    data = _causal_dataset(8)
+    for row in data:  # the first label is a target before shifting: counts differ by one per row
+        row["labels"] = row["input_ids"].clone()
+        row["labels"][row["attention_mask"] == 0] = -100
+    model = _tiny_gpt2(vocab.vocab_size)
+    fn = ntl_compute_loss_func(vocab, causal=True)
+    seen: list[tuple[float, float]] = []
+
+    def recording(
+        outputs: object, labels: torch.Tensor, num_items_in_batch: object = None
+    ) -> torch.Tensor:
+        loss = fn(outputs, labels, num_items_in_batch=num_items_in_batch)
+        own = cross_entropy_with_ntl(
+            outputs.logits,
+            shift_labels(labels),
+            vocab,
+            normalize_by="tokens",  # type: ignore[attr-defined]
+        )
+        seen.append((float(loss), float(own)))
+        return loss
+
+    args = _training_args(tmp_path, per_device_train_batch_size=8, max_steps=1)
+    Trainer(model=model, args=args, train_dataset=data, compute_loss_func=recording).train()
+    assert len(seen) == 1 and seen[0][0] == pytest.approx(seen[0][1], rel=1e-6)
 
 
 def test_compute_loss_func_bad_input() -> None:

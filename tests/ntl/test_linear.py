@@ -126,7 +126,7 @@ def test_linear_matches_reference_float32(kind: str, reduction: str, normalize_b
 
 
 @pytest.mark.parametrize(
-    ("num_items", "num_number_items"), [(30, 7), (torch.tensor(30), torch.tensor(7)), (0, 0)]
+    ("num_items", "num_number_items"), [(30, 7), (torch.tensor(30), torch.tensor(7)), (100, 50)]
 )
 def test_linear_denominator_overrides(
     num_items: int | torch.Tensor, num_number_items: int | torch.Tensor
