@@ -95,6 +95,14 @@ for _spec in (
         "rl",
         "repro.registry:cartpole_params",
     ),
+    ExperimentSpec(
+        "qa2c-fair",
+        "qa2c.experiments.fair",
+        "FairConfig",
+        "QA2C: improved quantum vs matched classical agent, greedy evaluations (issue 15)",
+        "rl",
+        "qa2c.experiments.fair:fair_params",
+    ),
 ):
     register_experiment(_spec)
 
