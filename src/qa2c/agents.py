@@ -34,9 +34,9 @@ from torch import Tensor, nn
 __all__ = [
     "ACTOR_PROB_TARGET",
     "AGENT_NAMES",
+    "INPUT_MAPS",
     "Agent",
     "Head",
-    "INPUT_MAPS",
     "MLPHead",
     "QuantumHead",
     "ScaledHead",
@@ -219,7 +219,9 @@ class ScaledHead(Head):
         if input_map is not None:
             _check_choice("input_map", input_map, INPUT_MAPS)
             if inner.n_obs != 4:
-                raise ValueError(f"input_map: {input_map!r} needs 4 observations, got {inner.n_obs}")
+                raise ValueError(
+                    f"input_map: {input_map!r} needs 4 observations, got {inner.n_obs}"
+                )
         self.input_map = input_map
         self.obs_scale: Tensor | None
         if obs_scale is None:

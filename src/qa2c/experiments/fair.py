@@ -45,11 +45,11 @@ from ..vqc import VQC
 __all__ = [
     "CONFIGS",
     "EVAL_SEED_OFFSET",
-    "FairConfig",
     "HELDOUT_SEEDS",
     "TASKS",
     "TUNE_SEEDS",
     "TUNING_GRID",
+    "FairConfig",
     "Task",
     "evaluate_greedy",
     "evaluate_noisy",
@@ -430,7 +430,7 @@ def grid(config: FairConfig) -> list[FairConfig]:
     """The TUNING_GRID trials of a config (same grid for every agent)."""
     keys = list(TUNING_GRID)
     return [
-        dataclasses.replace(config, **dict(zip(keys, values)))
+        dataclasses.replace(config, **dict[str, Any](zip(keys, values)))
         for values in itertools.product(*(TUNING_GRID[k] for k in keys))
     ]
 

@@ -1,0 +1,236 @@
+"""Issue 15 analysis: tuning choice, the fair table (rliable IQM, CIs, P(improvement)), plots, noise.
+
+Reads run folders written by ``repro run qa2c-fair`` (``OUT/qa2c-fair/CONFIG/seed-N/metrics.jsonl``).
+
+    python benchmarks/qa2c_fair/analyze.py tune RUNS_TUNE --env cartpole
+    python benchmarks/qa2c_fair/analyze.py table RUNS --env cartpole --plot docs/qa2c_fair_cartpole.png
+    python benchmarks/qa2c_fair/analyze.py noise RUNS --env cartpole
+
+Scores (per run): ``eval_final`` = mean greedy return of the last evaluation (10 episodes);
+``eval_auc`` = mean greedy return over all evaluations (speed and level); ``train_last100`` = mean
+of the last 100 training-episode returns. Solved = the 100-episode moving average of training
+returns reaches the task's threshold (CartPole 475, Acrobot -100); steps to solve of an unsolved
+run count as infinite in the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa2c.experiments.cartpole import curve_stats
+from qa2c.experiments.fair import TASKS, FairConfig, evaluate_noisy, fair_params
+
+ENVS = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1"}
+AGENTS = ("Q2Q", "A2C")
+LABELS = {"Q2Q": "quantum (Q2Q-improved)", "A2C": "classical (matched MLP)"}
+
+
+def load(run_dir: Path) -> list[dict[str, Any]]:
+    with open(run_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_scores(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    train = [r for r in rows if "charts/episodic_return" in r]
+    evals = [r for r in rows if "eval/return_mean" in r]
+    st = curve_stats(train, threshold=threshold)
+    rets = [float(r["charts/episodic_return"]) for r in train]
+    return {
+        "solved_step": st["solved_step"],
+        "train_last100": float(np.mean(rets[-100:])),
+        "eval_final": float(evals[-1]["eval/return_mean"]),
+        "eval_auc": float(np.mean([r["eval/return_mean"] for r in evals])),
+        "eval_curve": [(int(r["step"]), float(r["eval/return_mean"])) for r in evals],
+        "train_curve": [(int(r["step"]), float(r["charts/episodic_return"])) for r in train],
+    }
+
+
+def config_runs(root: Path, config: str) -> dict[int, Path]:
+    base = root / "qa2c-fair" / config
+    out = {}
+    for d in sorted(base.glob("seed-*")):
+        if (d / "metrics.jsonl").exists():
+            out[int(d.name.split("-")[1])] = d
+    return out
+
+
+def read_config(run_dir: Path) -> FairConfig:
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg = cfg.get("config", cfg)
+    return FairConfig(**{k: v for k, v in cfg.items() if k in FairConfig.__dataclass_fields__})
+
+
+def collect(root: Path, env: str, seeds: range) -> dict[str, list[dict[str, Any]]]:
+    thr = TASKS[ENVS[env]].solve_threshold
+    out: dict[str, list[dict[str, Any]]] = {}
+    for agent in AGENTS:
+        runs = config_runs(root, f"{env}-{agent}")
+        missing = [s for s in seeds if s not in runs]
+        if missing:
+            raise SystemExit(f"{root}: {env}-{agent} lacks seeds {missing}")
+        out[agent] = [run_scores(load(runs[s]), thr) for s in seeds]
+    return out
+
+
+def tune(root: Path, env: str) -> None:
+    """Print each trial's tuning score (seeds 0-9) and the pick per agent (highest eval_auc)."""
+    thr = TASKS[ENVS[env]].solve_threshold
+    print(
+        "| trial | agent | mean greedy return over evaluations (eval_auc) | solved | median solve step |"
+    )
+    print("|---|---|---|---|---|")
+    best: dict[str, tuple[float, str]] = {}
+    for trial in sorted(p for p in root.iterdir() if p.is_dir()):
+        for agent in AGENTS:
+            runs = config_runs(trial, f"{env}-{agent}")
+            if sorted(runs) != list(range(10)):
+                continue
+            sc = [run_scores(load(runs[s]), thr) for s in range(10)]
+            auc = float(np.mean([s["eval_auc"] for s in sc]))
+            solved = [s["solved_step"] for s in sc if s["solved_step"] is not None]
+            med = _median_solve([s["solved_step"] for s in sc])
+            print(f"| {trial.name} | {agent} | {auc:.1f} | {len(solved)}/10 | {med} |")
+            if agent not in best or auc > best[agent][0]:
+                best[agent] = (auc, trial.name)
+    for agent, (auc, name) in best.items():
+        print(f"pick {agent}: {name} (eval_auc {auc:.1f})")
+
+
+def _median_solve(steps: list[int | None]) -> str:
+    vals = sorted(math.inf if s is None else float(s) for s in steps)
+    med = float(np.median(vals))
+    return "not reached" if math.isinf(med) else f"{med / 1000:.0f}k"
+
+
+def table(root: Path, env: str, plot: Path | None, reps: int) -> None:
+    from rliable import library as rly
+    from rliable import metrics
+
+    seeds = range(10, 30)
+    data = collect(root, env, seeds)
+    params = {a: fair_params(read_config(config_runs(root, f"{env}-{a}")[10])) for a in AGENTS}
+    rng = np.random.RandomState(0)
+    keys = ("eval_final", "eval_auc", "train_last100")
+    scores = {k: {a: np.array([[s[k]] for s in data[a]]) for a in AGENTS} for k in keys}
+    iqm = {}
+    for k in keys:
+        pt, ci = rly.get_interval_estimates(
+            scores[k], lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps, random_state=rng
+        )
+        iqm[k] = {a: (float(pt[a][0]), float(ci[a][0][0]), float(ci[a][1][0])) for a in AGENTS}
+    poi = {}
+    for k in keys:
+        pair = {"Q2Q,A2C": (scores[k]["Q2Q"], scores[k]["A2C"])}
+        pt, ci = rly.get_interval_estimates(
+            pair, metrics.probability_of_improvement, reps=reps // 5, random_state=rng
+        )
+        poi[k] = (float(pt["Q2Q,A2C"]), float(ci["Q2Q,A2C"][0]), float(ci["Q2Q,A2C"][1]))
+    n = len(seeds)
+    print(f"{ENVS[env]}, held-out seeds 10-29 (n = {n} per agent)\n")
+    print(
+        "| agent | params | solved | median steps to solve | IQM greedy return, final "
+        "[95 % CI] | IQM greedy return, mean over evaluations [95 % CI] | IQM training "
+        "return, last 100 episodes [95 % CI] |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for a in AGENTS:
+        solved = sum(s["solved_step"] is not None for s in data[a])
+        med = _median_solve([s["solved_step"] for s in data[a]])
+        cells = [f"{iqm[k][a][0]:.1f} [{iqm[k][a][1]:.1f}, {iqm[k][a][2]:.1f}]" for k in keys]
+        print(f"| {LABELS[a]} | {params[a]} | {solved}/{n} | {med} | " + " | ".join(cells) + " |")
+    print(
+        "\nP(quantum > classical) [95 % CI]: "
+        + "; ".join(f"{k}: {poi[k][0]:.2f} [{poi[k][1]:.2f}, {poi[k][2]:.2f}]" for k in keys)
+    )
+    if plot is not None:
+        _plot(data, env, plot, rng)
+
+
+def _plot(data: dict[str, list[dict[str, Any]]], env: str, path: Path, rng: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import metrics
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for a, color in zip(AGENTS, ("tab:purple", "tab:green")):
+        # greedy evaluations: IQM over seeds with 95 % bootstrap CI at each evaluation step
+        steps = [s for s, _ in data[a][0]["eval_curve"]]
+        mat = np.array([[v for _, v in d["eval_curve"]] for d in data[a]])  # (runs, points)
+        pt, ci = rly.get_interval_estimates(
+            {a: mat},
+            lambda x: np.array([metrics.aggregate_iqm(x[:, j : j + 1]) for j in range(x.shape[1])]),
+            reps=2000,
+            random_state=rng,
+        )
+        axes[1].plot(steps, pt[a], color=color, label=LABELS[a])
+        axes[1].fill_between(steps, ci[a][0], ci[a][1], color=color, alpha=0.2)
+        # training returns: per run, mean return of episodes ending in each 10k-step bin
+        edges = np.arange(0, steps[-1] + 10_000, 10_000)
+        binned = []
+        for d in data[a]:
+            st = np.array([s for s, _ in d["train_curve"]])
+            rt = np.array([r for _, r in d["train_curve"]])
+            idx = np.digitize(st, edges[1:], right=True)
+            binned.append(
+                [rt[idx == j].mean() if (idx == j).any() else np.nan for j in range(len(edges) - 1)]
+            )
+        b = np.array(binned)
+        q25, q50, q75 = np.nanpercentile(b, [25, 50, 75], axis=0)
+        mid = edges[1:] - 5_000
+        axes[0].plot(mid, q50, color=color, label=LABELS[a])
+        axes[0].fill_between(mid, q25, q75, color=color, alpha=0.2)
+    thr = TASKS[ENVS[env]].solve_threshold
+    axes[0].set_title(f"{ENVS[env]}: training return (median, IQR over 20 held-out seeds)")
+    axes[1].set_title("greedy evaluation return (IQM, 95 % CI)")
+    for ax in axes:
+        ax.axhline(thr, color="grey", ls=":", lw=1)
+        ax.set_xlabel("environment steps")
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("return")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+def noise(root: Path, env: str, episodes: int) -> None:
+    runs = config_runs(root, f"{env}-Q2Q")
+    dirs = [runs[s] for s in range(10, 30)]
+    res = evaluate_noisy(dirs, episodes=episodes)
+    exact = res["exact"].mean(1)
+    print(f"{ENVS[env]}: trained quantum agents (seeds 10-29), {episodes} greedy episodes each\n")
+    print("| circuit | mean greedy return | median over agents | return lost vs exact (mean) |")
+    print("|---|---|---|---|")
+    for name, r in res.items():
+        m = r.mean(1)
+        print(f"| {name} | {m.mean():.1f} | {np.median(m):.1f} | {exact.mean() - m.mean():.1f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("tune", "table", "noise"))
+    p.add_argument("root", type=Path)
+    p.add_argument("--env", choices=tuple(ENVS), default="cartpole")
+    p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--reps", type=int, default=20_000)
+    p.add_argument("--episodes", type=int, default=10)
+    args = p.parse_args()
+    if args.what == "tune":
+        tune(args.root, args.env)
+    elif args.what == "table":
+        table(args.root, args.env, args.plot, args.reps)
+    else:
+        noise(args.root, args.env, args.episodes)
+
+
+if __name__ == "__main__":
+    main()
