@@ -55,7 +55,8 @@ def config_runs(root: Path, config: str) -> dict[int, Path]:
     base = root / "qa2c-fair" / config
     out = {}
     for d in sorted(base.glob("seed-*")):
-        if (d / "metrics.jsonl").exists():
+        summary = d / "summary.json"  # finished runs only
+        if summary.exists() and json.loads(summary.read_text()).get("status") == "finished":
             out[int(d.name.split("-")[1])] = d
     return out
 

@@ -124,6 +124,21 @@ def test_grid_is_the_same_for_both_agents() -> None:
         }
 
 
+def test_quantum_agent_is_the_readme_q2q_improved(tmp_path: Path) -> None:
+    """Same agent, algorithm and seed: the same training episodes as cartpole's Q2Q-improved."""
+    from qa2c.experiments import cartpole
+
+    ref = dataclasses.replace(cartpole.CONFIGS["Q2Q-improved"], seed=3, total_steps=400)
+    cfg = dataclasses.replace(CONFIGS["cartpole-Q2Q"], seed=3, total_steps=400, eval_every=400)
+    want = [(r["step"], r["charts/episodic_return"]) for r in cartpole.run(ref, tmp_path / "a")]
+    got = [
+        (r["step"], r["charts/episodic_return"])
+        for r in run(cfg, tmp_path / "b")
+        if "charts/episodic_return" in r
+    ]
+    assert got == want and len(got) > 5
+
+
 def test_greedy_evaluation_is_deterministic() -> None:
     ag = make_agent(CONFIGS["cartpole-Q2Q"], warn=False)
     params = {n: p.unsqueeze(0) for n, p in ag.actor.named_parameters()}
