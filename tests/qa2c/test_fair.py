@@ -146,6 +146,9 @@ def test_greedy_evaluation_is_deterministic() -> None:
     b = evaluate_greedy(ag.actor, params, "CartPole-v1", [10], 3, 4, 2)
     assert a.shape == (1, 3) and (a >= 1).all()
     np.testing.assert_array_equal(a, b)
+    s1 = evaluate_greedy(ag.actor, params, "CartPole-v1", [10], 3, 4, 2, sample_seed=5)
+    s2 = evaluate_greedy(ag.actor, params, "CartPole-v1", [10], 3, 4, 2, sample_seed=5)
+    np.testing.assert_array_equal(s1, s2)  # a seeded sampled policy is reproducible too
 
 
 @pytest.mark.parametrize("name", ["cartpole-Q2Q", "cartpole-A2C", "acrobot-A2C"])

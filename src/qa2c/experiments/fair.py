@@ -232,8 +232,13 @@ def evaluate_greedy(
     n_obs: int,
     n_actions: int,
     dtype: torch.dtype = torch.float32,
+    sample_seed: int | None = None,
 ) -> np.ndarray:
     """Returns ``(A, episodes)`` of greedy episodes (argmax of the actor's logits).
+
+    With ``sample_seed``, actions are sampled from ``softmax(logits)`` instead (a NumPy generator
+    seeded with it): the stochastic policy, which feels a rescaling of the logits that argmax
+    ignores.
 
     ``actor`` is a head (``stacked``), ``params`` its stacked parameters ``(A, *shape)``; agent
     ``i`` plays on ``episodes`` environments reset with ``seeds[i] + EVAL_SEED_OFFSET`` (the same
@@ -246,10 +251,15 @@ def evaluate_greedy(
     a = len(seeds)
     returns = np.zeros((a, episodes))
     live = np.ones((a, episodes), dtype=bool)
+    rng = None if sample_seed is None else np.random.default_rng(sample_seed)
     with torch.no_grad():
         while live.any():
             logits = actor.stacked(params, torch.from_numpy(obs).to(dtype))  # (A, E, n_act)
-            act = logits.argmax(-1).numpy()
+            if rng is None:
+                act = logits.argmax(-1).numpy()
+            else:
+                cdf = torch.softmax(logits, -1).cumsum(-1).numpy()
+                act = (rng.random((a, episodes))[..., None] >= cdf[..., :-1]).sum(-1)
             obs, _, rew, term, trunc = pool.step(act)
             returns += np.where(live, rew, 0.0)
             live &= ~(term | trunc)
@@ -387,12 +397,16 @@ def _noisy_actor(actor: Any, noise: dict[str, Any], seed: int) -> Any:
 
 
 def evaluate_noisy(
-    run_dirs: Sequence[Path], episodes: int = 10, settings: Sequence[str] | None = None
+    run_dirs: Sequence[Path],
+    episodes: int = 10,
+    settings: Sequence[str] | None = None,
+    sample: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Greedy returns ``(n_runs, episodes)`` of trained quantum agents per noise setting.
+    """Returns ``(n_runs, episodes)`` of trained quantum agents per noise setting.
 
     ``run_dirs``: folders of finished quantum runs of one config (their ``final.pt``).
-    Shots are sampled with a generator seeded per setting (reproducible).
+    Greedy actions, or (``sample``) actions sampled from the policy with the same seed in every
+    setting. Shots are sampled with a generator seeded per setting (reproducible).
     """
     names = list(NOISE_SETTINGS) if settings is None else list(settings)
     for n in names:
@@ -413,7 +427,14 @@ def evaluate_noisy(
     for k, name in enumerate(names):
         head = actor if not NOISE_SETTINGS[name] else _noisy_actor(actor, NOISE_SETTINGS[name], k)
         out[name] = evaluate_greedy(
-            head, params, configs[0].env_id, seeds, episodes, task.n_obs, task.n_actions
+            head,
+            params,
+            configs[0].env_id,
+            seeds,
+            episodes,
+            task.n_obs,
+            task.n_actions,
+            sample_seed=0 if sample else None,
         )
     return out
 
