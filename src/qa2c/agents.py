@@ -15,6 +15,9 @@ Heads as in the paper (facts: shared/papers/qa2c.md), with ``p_i = (<Z_i> + 1) /
 
 Improvements (all off by default): more layers, data re-uploading, trainable input scaling, a
 ``"z"`` readout (``<Z_i>`` instead of ``p_i``), a fixed or trainable scalar output scale.
+The classical heads can get the same non-quantum tricks (``ScaledHead``, options ``mlp_*``): the
+paper's fixed input map, trainable input scaling, a fixed or trainable output scale; and every
+head can see observations multiplied by a fixed per-feature ``obs_scale`` (all off by default).
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from torch import Tensor, nn
 __all__ = [
     "ACTOR_PROB_TARGET",
     "AGENT_NAMES",
+    "INPUT_MAPS",
     "Agent",
     "Head",
     "MLPHead",
     "QuantumHead",
+    "ScaledHead",
     "build_agent",
     "value_cap",
 ]
@@ -57,6 +62,9 @@ AGENT_NAMES: tuple[str, ...] = tuple(_SPECS)
 #: An actor whose most likely action can never exceed this probability gets a warning.
 ACTOR_PROB_TARGET = 0.99
 _READOUTS = ("paper", "z")
+#: fixed input maps of ``ScaledHead``: "cartpole_paper" is the angle map of the paper's encoding,
+#: (π·x0/4.8, 2·atan x1, π·x2/0.418, 2·atan x3)
+INPUT_MAPS = ("cartpole_paper",)
 
 
 def value_cap(gamma: float, max_episode_steps: int) -> float:
@@ -183,6 +191,86 @@ class QuantumHead(Head):
         return (lo, hi)
 
 
+class ScaledHead(Head):
+    """An inner head with fixed/trainable input and output scaling around it.
+
+    ``y = s · inner(λ ⊙ m(c ⊙ x))``: ``c`` a fixed per-feature ``obs_scale`` (a buffer, not
+    trained), ``m`` a fixed ``input_map`` (``INPUT_MAPS``), ``λ`` trainable input weights
+    (``input_scaling``, shape ``(n_obs,)``, initialised to 1), ``s`` a fixed float ``scale`` or one
+    trainable scalar ``output_scale`` (initialised to ``scale``). The inner head's parameters are
+    named ``inner.*``. Used to give the classical heads the quantum heads' non-quantum tricks.
+    """
+
+    def __init__(
+        self,
+        inner: Head,
+        *,
+        obs_scale: tuple[float, ...] | None = None,
+        input_map: str | None = None,
+        input_scaling: bool = False,
+        scale: float = 1.0,
+        trainable_scale: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.n_obs, self.n_out = inner.n_obs, inner.n_out
+        self.circuits_per_input = inner.circuits_per_input
+        if input_map is not None:
+            _check_choice("input_map", input_map, INPUT_MAPS)
+            if inner.n_obs != 4:
+                raise ValueError(
+                    f"input_map: {input_map!r} needs 4 observations, got {inner.n_obs}"
+                )
+        self.input_map = input_map
+        self.obs_scale: Tensor | None
+        if obs_scale is None:
+            self.register_buffer("obs_scale", None)
+        else:
+            if len(obs_scale) != inner.n_obs or not all(math.isfinite(c) for c in obs_scale):
+                raise ValueError(
+                    f"obs_scale: expected {inner.n_obs} finite floats, got {tuple(obs_scale)}"
+                )
+            self.register_buffer("obs_scale", torch.tensor(obs_scale, dtype=dtype))
+        self.input_weights = (
+            nn.Parameter(torch.ones(inner.n_obs, dtype=dtype)) if input_scaling else None
+        )
+        self.scale = float(scale)
+        self.output_scale = (
+            nn.Parameter(torch.full((1,), float(scale), dtype=dtype)) if trainable_scale else None
+        )
+
+    def stacked(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        if self.obs_scale is not None:
+            x = x * self.obs_scale
+        if self.input_map == "cartpole_paper":
+            x = torch.stack(
+                (
+                    x[..., 0] * (math.pi / 4.8),
+                    2.0 * torch.atan(x[..., 1]),
+                    x[..., 2] * (math.pi / 0.418),
+                    2.0 * torch.atan(x[..., 3]),
+                ),
+                -1,
+            )
+        if self.input_weights is not None:
+            x = x * params["input_weights"].unsqueeze(1)  # (A, 1, n_obs)
+        inner = {n[6:]: p for n, p in params.items() if n.startswith("inner.")}
+        out = self.inner.stacked(inner, x)
+        if self.output_scale is not None:
+            return out * params["output_scale"].unsqueeze(1)  # (A, 1, 1)
+        return out * self.scale if self.scale != 1.0 else out
+
+    def output_range(self) -> tuple[float, float]:
+        if self.output_scale is not None:
+            return (-math.inf, math.inf)
+        lo, hi = self.inner.output_range()
+        if self.scale == 1.0:
+            return (lo, hi)
+        a, b = sorted((lo * self.scale, hi * self.scale))
+        return (a, b)
+
+
 @dataclass
 class Agent:
     """An actor and a critic with their construction recipe (enough to rebuild them)."""
@@ -226,6 +314,12 @@ def build_agent(
     actor_scale: float | None = None,
     critic_scale: float | None = None,
     trainable_scale: bool | None = None,
+    obs_scale: tuple[float, ...] | None = None,
+    mlp_input_map: str | None = None,
+    mlp_input_scaling: bool | None = None,
+    mlp_actor_scale: float | None = None,
+    mlp_critic_scale: float | None = None,
+    mlp_trainable_scale: bool | None = None,
     n_obs: int = 4,
     n_actions: int = 2,
     dtype: torch.dtype = torch.float32,
@@ -244,6 +338,11 @@ def build_agent(
         actor_readout, critic_readout: ``"paper"`` (p_i) or ``"z"`` (<Z_i>); pure heads only.
         actor_scale, critic_scale: scalar multiplier of a pure head's output (default 1).
         trainable_scale: make the pure heads' scales trainable parameters (one scalar each).
+        obs_scale: fixed per-feature multipliers of the observations, before every head.
+        mlp_input_map: a fixed map of the classical heads' inputs (``INPUT_MAPS``).
+        mlp_input_scaling: trainable input weights (one per observation) per classical head.
+        mlp_actor_scale, mlp_critic_scale: scalar multiplier of a classical head's output.
+        mlp_trainable_scale: make the classical heads' scales trainable (one scalar each).
         n_obs, n_actions: environment sizes; a quantum head needs ``n_obs`` qubits.
         dtype: parameter dtype. gamma, max_episode_steps: only to judge the critic's range.
         warn: log capacity and dead-parameter warnings.
@@ -295,6 +394,31 @@ def build_agent(
         raise ValueError(f"trainable_scale: agent {name} has no pure quantum head")
     if n_layers is not None and n_layers < 1:
         raise ValueError(f"n_layers: expected >= 1, got {n_layers}")
+    mlp_opts = {
+        "mlp_input_map": mlp_input_map,
+        "mlp_input_scaling": mlp_input_scaling,
+        "mlp_actor_scale": mlp_actor_scale,
+        "mlp_critic_scale": mlp_critic_scale,
+        "mlp_trainable_scale": mlp_trainable_scale,
+    }
+    for arg, value, kind in (
+        ("mlp_actor_scale", mlp_actor_scale, a_kind),
+        ("mlp_critic_scale", mlp_critic_scale, c_kind),
+    ):
+        if value is not None and (kind != "mlp" or not math.isfinite(value)):
+            raise ValueError(f"{arg}: needs a finite float and a classical head; got {value}")
+    if "mlp" not in (a_kind, c_kind):
+        given = [k for k, v in mlp_opts.items() if v is not None]
+        if given:
+            raise ValueError(f"{given[0]}: agent {name} has no classical head")
+    if mlp_input_map is not None:
+        _check_choice("mlp_input_map", mlp_input_map, INPUT_MAPS)
+        if n_obs != 4:
+            raise ValueError(f"mlp_input_map: {mlp_input_map!r} needs n_obs=4, got {n_obs}")
+    if obs_scale is not None:
+        obs_scale = tuple(float(c) for c in obs_scale)
+        if len(obs_scale) != n_obs or not all(math.isfinite(c) for c in obs_scale):
+            raise ValueError(f"obs_scale: expected {n_obs} finite floats, got {obs_scale}")
 
     vqc_kwargs: dict[str, Any] = {
         "n_layers": 2 if n_layers is None else n_layers,
@@ -320,11 +444,36 @@ def build_agent(
             actor_scale=actor_scale,
             critic_scale=critic_scale,
             trainable_scale=trainable_scale,
+            obs_scale=obs_scale,
+            **mlp_opts,
         ).items()
         if v is not None
     }
 
     def make(role: str, kind: str, n_out: int, readout: str | None, scale: float | None) -> Head:
+        head = _make(role, kind, n_out, readout, scale)
+        mlp_scale = mlp_actor_scale if role == "actor" else mlp_critic_scale
+        if kind == "mlp" and (
+            mlp_input_map is not None
+            or mlp_input_scaling
+            or mlp_scale is not None
+            or mlp_trainable_scale
+            or obs_scale is not None
+        ):
+            return ScaledHead(
+                head,
+                obs_scale=obs_scale,
+                input_map=mlp_input_map,
+                input_scaling=bool(mlp_input_scaling),
+                scale=1.0 if mlp_scale is None else mlp_scale,
+                trainable_scale=bool(mlp_trainable_scale),
+                dtype=dtype,
+            )
+        if obs_scale is not None:
+            return ScaledHead(head, obs_scale=obs_scale, dtype=dtype)
+        return head
+
+    def _make(role: str, kind: str, n_out: int, readout: str | None, scale: float | None) -> Head:
         if kind == "mlp":
             return MLPHead(n_obs, h, n_out, dtype)
         if kind == "hybrid":
@@ -387,6 +536,8 @@ def _warn_capacity(agent: Agent, gamma: float, max_episode_steps: int) -> None:
             max_episode_steps,
         )
     for role, head in (("actor", agent.actor), ("critic", agent.critic)):
+        if isinstance(head, ScaledHead):
+            head = head.inner
         if isinstance(head, QuantumHead):
             dead = int(head.vqc.dead_parameters().sum())
             if dead:

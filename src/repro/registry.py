@@ -178,6 +178,14 @@ for _spec in (
         "QA2C: classical, quantum and hybrid actor-critic agents on CartPole-v1",
         "rl",
     ),
+    ExperimentSpec(
+        "qa2c-fair",
+        "qa2c.experiments.fair",
+        "FairConfig",
+        "QA2C: improved quantum vs matched classical agent, greedy evaluations (issue 15)",
+        "rl",
+        "qa2c.experiments.fair:fair_params",
+    ),
 ):
     register_experiment(_spec)
 
