@@ -184,7 +184,6 @@ for _spec in (
         "FairConfig",
         "QA2C: improved quantum vs matched classical agent, greedy evaluations (issue 15)",
         "rl",
-        "qa2c.experiments.fair:fair_params",
     ),
 ):
     register_experiment(_spec)
