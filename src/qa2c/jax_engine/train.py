@@ -31,7 +31,7 @@ from qa2c.a2c import A2CConfig
 from qa2c.agents import Agent
 from qa2c.jax_engine.a2c import Carry, make_agent_step, make_optimizers
 from qa2c.jax_engine.envs import make_env
-from qa2c.jax_engine.heads import agent_fns
+from qa2c.jax_engine.heads import AgentFns, agent_fns
 
 __all__ = ["JaxPopulation", "train_population"]
 
@@ -77,47 +77,26 @@ class JaxPopulation:
                 f"env_id: {env_id!r} has {n_obs} observations and {env.num_actions} actions, "
                 f"the agent expects {ref.n_obs} and {ref.n_actions}"
             )
-        txs = make_optimizers(config)
-        e_n = config.n_envs
-
-        def init(params: Any, seed: Array) -> Carry:
-            key, k_env = jax.random.split(jax.random.PRNGKey(seed))
-            obs, state = jax.vmap(env.reset, in_axes=(0, None))(
-                jax.random.split(k_env, e_n), env_params
-            )
-            opt = {r: txs[r].init(params[r]) for r in ("actor", "critic")}
-            zeros = jnp.zeros(e_n, dtype=jnp.int64)
-            return Carry(params, opt, state, obs.astype(jnp.float32), key, zeros, zeros * 0.0)
-
+        key = (
+            ref.name,
+            json.dumps(ref.options, sort_keys=True),
+            str(ref.dtype),
+            json.dumps(asdict(config), sort_keys=True),
+            env_id,
+            self.n_agents,
+            max_chunk,
+        )
+        if key not in _PROGRAMS:  # one compile per architecture, algorithm and population size
+            _PROGRAMS[key] = _programs(self.fns, config, env, env_params, self.n_agents, max_chunk)
+        init, self._chunk = _PROGRAMS[key]
         params = jax.tree.map(lambda *xs: jnp.stack(xs), *[f.init_params() for f in fns])
-        self.carry: Carry = jax.jit(jax.vmap(init))(params, jnp.asarray(self.seeds))
-        step = jax.vmap(make_agent_step(self.fns, config, env, env_params))
-        t = config.n_steps
-
-        def chunk(carry: Carry, n: Array) -> tuple[Carry, dict[str, Array]]:
-            a = self.n_agents
-            dt = self.carry.ep_ret.dtype
-            bufs = {
-                "done": jnp.zeros((max_chunk, a, t, e_n), bool),
-                "ret": jnp.zeros((max_chunk, a, t, e_n), dt),
-                "length": jnp.zeros((max_chunk, a, t, e_n), jnp.int64),
-                "losses": jnp.zeros((max_chunk, a, 2), self.fns.dtype),
-            }
-
-            def body(i: Array, state: tuple[Carry, dict[str, Array]]) -> Any:
-                c, b = state
-                c, out = step(c)
-                return c, {k: b[k].at[i].set(out[k]) for k in b}
-
-            return jax.lax.fori_loop(0, n, body, (carry, bufs))
-
-        self._chunk = jax.jit(chunk, donate_argnums=0)
+        self.carry: Carry = init(params, jnp.asarray(self.seeds))
         self.vec_steps = 0  # lockstep environment steps per environment
         self.episodes = np.zeros(self.n_agents, dtype=np.int64)
         self.loss_sum = np.zeros((self.n_agents, 2))
         self.loss_count = np.zeros(self.n_agents, dtype=np.int64)
         cpi_a, cpi_c = self.fns.circuits_per_input
-        self._calls_per_iter = (cpi_a + 2 * cpi_c) * e_n * t
+        self._calls_per_iter = (cpi_a + 2 * cpi_c) * config.n_envs * config.n_steps
 
     @property
     def steps(self) -> int:
@@ -231,6 +210,45 @@ class JaxPopulation:
 
 
 Array = jax.Array
+Program = Any
+#: compiled (init, chunk) programs by (agent, options, dtype, algorithm, env, agents, max_chunk)
+_PROGRAMS: dict[tuple[Any, ...], tuple[Program, Program]] = {}
+
+
+def _programs(
+    fns: AgentFns, config: A2CConfig, env: Any, env_params: Any, n_agents: int, max_chunk: int
+) -> tuple[Program, Program]:
+    """The jitted population ``init(params, seeds)`` and ``chunk(carry, n) -> (carry, out)``."""
+    txs = make_optimizers(config)
+    e_n, t = config.n_envs, config.n_steps
+
+    def init(params: Any, seed: Array) -> Carry:
+        key, k_env = jax.random.split(jax.random.PRNGKey(seed))
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(k_env, e_n), env_params
+        )
+        opt = {r: txs[r].init(params[r]) for r in ("actor", "critic")}
+        zeros = jnp.zeros(e_n, dtype=jnp.int64)
+        return Carry(params, opt, state, obs.astype(jnp.float32), key, zeros, zeros * 0.0)
+
+    step = jax.vmap(make_agent_step(fns, config, env, env_params))
+
+    def chunk(carry: Carry, n: Array) -> tuple[Carry, dict[str, Array]]:
+        bufs = {
+            "done": jnp.zeros((max_chunk, n_agents, t, e_n), bool),
+            "ret": jnp.zeros((max_chunk, n_agents, t, e_n), carry.ep_ret.dtype),
+            "length": jnp.zeros((max_chunk, n_agents, t, e_n), jnp.int64),
+            "losses": jnp.zeros((max_chunk, n_agents, 2), fns.dtype),
+        }
+
+        def body(i: Array, state: tuple[Carry, dict[str, Array]]) -> Any:
+            c, b = state
+            c, out = step(c)
+            return c, {k: b[k].at[i].set(out[k]) for k in b}
+
+        return jax.lax.fori_loop(0, n, body, (carry, bufs))
+
+    return jax.jit(jax.vmap(init)), jax.jit(chunk, donate_argnums=0)
 
 
 def save_state(state: dict[str, np.ndarray], path: Path) -> None:
