@@ -255,7 +255,7 @@ def save_state(state: dict[str, np.ndarray], path: Path) -> None:
     """Write a member state to ``path`` (.npz) atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **state)
+    np.savez(tmp, **state)  # type: ignore[arg-type]
     os.replace(tmp, path)
 
 
