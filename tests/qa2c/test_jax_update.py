@@ -17,7 +17,6 @@ import torch
 pytest.importorskip("gymnax")
 pytest.importorskip("optax")
 
-import jax
 import jax.numpy as jnp
 
 import qa2c.jax_engine  # noqa: F401
@@ -29,10 +28,9 @@ from qa2c.jax_engine.heads import agent_fns
 
 UPDATES = 3
 
-# The improved configurations at a test's size (2 envs x 4 steps), with learning rates that are
-# float32 numbers at every annealing step: the torch engine's fused CPU Adam takes its learning
-# rate as a float32 (0.01 becomes 0.0099999998, a relative 2.2e-8 that the comparison would see).
-_SMALL = dict(n_envs=2, n_steps=4, lr_actor=2**-7, lr_critic=2**-7, lr_anneal_steps=1024)
+# The improved configurations at a test's size (2 envs x 4 steps; their learning rate 0.01,
+# annealed over 200 steps so that every update sees another rate).
+_SMALL = dict(n_envs=2, n_steps=4, lr_anneal_steps=200)
 _CASES = {
     **{name: CONFIGS[name] for name in AGENT_NAMES},
     "Q2Q-improved": dataclasses.replace(CONFIGS["Q2Q-improved"], **_SMALL),  # type: ignore[arg-type]
@@ -72,7 +70,7 @@ def test_update_matches_torch(case: str) -> None:
     params = fns.init_params()
     txs = make_optimizers(algo)
     opt = {r: txs[r].init(params[r]) for r in ("actor", "critic")}
-    update = jax.jit(make_update(fns, algo))
+    update = make_update(fns, algo)  # eager: cheaper than compiling 13 programs
     rng = np.random.default_rng(0)
     t, e = algo.n_steps, algo.n_envs
     for k in range(UPDATES):

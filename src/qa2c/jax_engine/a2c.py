@@ -61,8 +61,9 @@ def make_optimizers(cfg: A2CConfig) -> dict[str, optax.GradientTransformation]:
         if not cfg.lr_anneal_steps:
             return optax.adam(lr, b1=0.9, b2=0.999, eps=cfg.adam_eps)
 
-        def schedule(count: Array) -> Array:  # count = updates before this one
-            done = count * steps_per_update
+        def schedule(count: Array) -> Array:  # count = updates before this one (int32)
+            # float64: int32 / int would be float32 and round the learning rate (0.01 by 2e-8)
+            done = count.astype(jnp.float64) * steps_per_update
             return lr * jnp.maximum(0.0, 1.0 - done / cfg.lr_anneal_steps)
 
         return optax.adam(schedule, b1=0.9, b2=0.999, eps=cfg.adam_eps)
