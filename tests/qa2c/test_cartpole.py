@@ -10,14 +10,16 @@ from typing import Any
 import pytest
 import torch
 
-from qa2c.experiments.cartpole import (
-    CONFIGS,
-    CartPoleConfig,
-    curve_stats,
-    make_agent,
-    run,
-    run_many,
-)
+from qa2c.experiments.cartpole import CONFIGS as _ALL_CONFIGS
+from qa2c.experiments.cartpole import CartPoleConfig as _Config
+from qa2c.experiments.cartpole import curve_stats, make_agent, run, run_many
+
+# This module tests the torch engine (the reference); the JAX engine: tests/qa2c/test_jax_*.py
+CONFIGS = {k: dataclasses.replace(c, engine="torch") for k, c in _ALL_CONFIGS.items()}
+
+
+def CartPoleConfig(**kwargs: Any) -> _Config:
+    return _Config(**{"engine": "torch", **kwargs})
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,13 @@
 
 Protocol (shared/DESIGN.md): ``CartPoleConfig``, ``CONFIGS`` (the paper's eight agents with the
 paper's algorithm, plus improved configurations) and ``run(config, run_dir)`` yielding one row per
-episode. ``run_many(configs, run_dirs)`` trains several seeds of one configuration in one process
+episode. Two engines behind one switch, ``CartPoleConfig.engine``: ``"jax"`` (default; the whole
+training loop compiled, ``qa2c.jax_engine``) and ``"torch"`` (``qa2c.train``, the reference, any
+Gymnasium environment); same rows, run folders, resume and report either way (the random streams
+differ, so individual curves do). ``run_many(configs, run_dirs)`` trains several seeds of one configuration in one process
 (population training, in lockstep); each member's rows equal those of ``run`` for that seed, and
-each member keeps its own checkpoint ``run_dir/checkpoint.pt`` (resumable by either entry point).
+each member keeps its own checkpoint ``run_dir/checkpoint.pt`` (torch) or ``checkpoint_jax.npz``
+(jax), resumable by either entry point.
 
 Example (the paper's figure, one config, 10 seeds in one process)::
 
@@ -30,6 +34,8 @@ from ..train import train_population
 __all__ = ["CONFIGS", "CartPoleConfig", "curve_stats", "make_agent", "run", "run_many"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: the JAX engine's checkpoint file in a run folder (the torch engine's is ``checkpoint.pt``)
+JAX_CHECKPOINT = "checkpoint_jax.npz"
 
 
 @dataclass
@@ -88,8 +94,12 @@ class CartPoleConfig:
     """per-agent gradient clipping norm (0: off)"""
     lr_anneal_steps: int = 0
     """anneal learning rates linearly to 0 over this many env steps (0: constant)"""
+    engine: str = "jax"
+    """'jax' (the whole loop compiled; CartPole-v1, Acrobot-v1; needs the jax extra) or 'torch'
+    (the reference; any Gymnasium env)"""
 
 
+ENGINES = ("jax", "torch")
 _PAPER_DEFAULTS = CartPoleConfig()
 _AGENT_FIELDS = (
     "hidden",
@@ -160,7 +170,13 @@ def run_many(
             raise ValueError(
                 f"configs[{i}]: run_many needs configs that differ only in seed; {diff}"
             )
+    engine = configs[0].engine
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
     agents = [make_agent(c, warn=i == 0) for i, c in enumerate(configs)]
+    if engine == "jax":
+        yield from _run_jax(configs, run_dirs, agents)
+        return
     yield from train_population(
         agents,
         [c.seed for c in configs],
@@ -169,6 +185,32 @@ def run_many(
         configs[0].env_id,
         [Path(d) / "checkpoint.pt" for d in run_dirs],
         configs[0].checkpoint_every,
+    )
+
+
+def _run_jax(
+    configs: list[CartPoleConfig], run_dirs: list[Path], agents: list[Agent]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The JAX engine (``qa2c.jax_engine``): same rows and resume; checkpoints ``.npz``."""
+    cfg = configs[0]
+    try:
+        from ..jax_engine.envs import JAX_ENV_IDS
+        from ..jax_engine.train import train_population as train_jax
+    except ImportError as e:
+        raise ImportError(f"{e}; or set engine='torch'") from e
+    if cfg.env_id not in JAX_ENV_IDS:
+        raise ValueError(
+            f"env_id: {cfg.env_id!r} has no JAX version (have {', '.join(JAX_ENV_IDS)}); "
+            "set engine='torch'"
+        )
+    yield from train_jax(
+        agents,
+        [c.seed for c in configs],
+        cfg.total_steps,
+        algorithm_config(cfg),
+        cfg.env_id,
+        [Path(d) / JAX_CHECKPOINT for d in run_dirs],
+        cfg.checkpoint_every,
     )
 
 

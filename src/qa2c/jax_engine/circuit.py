@@ -1,0 +1,231 @@
+"""The layered variational circuit of ``qa2c.VQC`` in JAX, with real elementwise arithmetic.
+
+A state is a pair ``(re, im)`` of real arrays ``(B, 2**n)`` (wire 0 = most significant bit, as
+``qa2c.sim``). Every gate is applied with plain multiplies and adds on the amplitude pairs it
+mixes, an entangler is a static permutation (and signs) of the amplitudes: no complex dtype and no
+small matrix products. (One array per amplitude instead was 25x slower: XLA then runs thousands
+of tiny ops.) The conventions are those of :class:`qa2c.sim.spec.CircuitSpec`: encoding RX gates
+(before the first layer, or before every layer with re-uploading), then per layer the entangler
+(a signed permutation of the amplitudes) and the per-wire rotation string (``"ZYZ"`` = RZ, RY, RZ
+applied in that order), or the reverse for ``layer_order="rotations_first"``.
+
+Weights that the light cone proves dead (``qa2c.sim.diagnostics.dead_parameters``) enter through
+``stop_gradient``: their gradient is exactly zero, so Adam never moves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qa2c.sim.diagnostics import dead_parameters
+from qa2c.sim.spec import CircuitSpec, bit_table, signed_permutation
+
+__all__ = ["OUTPUTS", "CircuitFn", "circuit_fn"]
+
+OUTPUTS = ("expval", "prob0")
+Array = jax.Array
+State = tuple[Array, Array]  # (re, im), each (B, 2**n)
+# A 2x2 complex matrix as 8 real arrays: (u00r, u00i, u01r, u01i, u10r, u10i, u11r, u11i)
+Mat = tuple[Array, ...]
+
+
+def _split(state: State, wire: int, n: int) -> tuple[tuple[int, ...], list[Array]]:
+    """The amplitude pairs that a gate on ``wire`` mixes: a0r, a1r, a0i, a1i (B, 2**w, 2**(n-1-w))."""
+    re, im = state
+    lead = re.shape[:-1]
+    shape = (*lead, 2**wire, 2, 2 ** (n - 1 - wire))
+    re, im = re.reshape(shape), im.reshape(shape)
+    return lead, [re[..., 0, :], re[..., 1, :], im[..., 0, :], im[..., 1, :]]
+
+
+def _join(lead: tuple[int, ...], n: int, n0r: Array, n1r: Array, n0i: Array, n1i: Array) -> State:
+    re = jnp.stack([n0r, n1r], -2).reshape(*lead, 2**n)
+    im = jnp.stack([n0i, n1i], -2).reshape(*lead, 2**n)
+    return re, im
+
+
+def _apply_1q(state: State, wire: int, n: int, u: Mat) -> State:
+    """Apply the 2x2 gate ``u`` (entries: scalars, shared by the batch) to ``wire``."""
+    lead, (a0r, a1r, a0i, a1i) = _split(state, wire, n)
+    ar, ai, br, bi, cr, ci, dr, di = u
+    n0r = ar * a0r - ai * a0i + br * a1r - bi * a1i
+    n0i = ar * a0i + ai * a0r + br * a1i + bi * a1r
+    n1r = cr * a0r - ci * a0i + dr * a1r - di * a1i
+    n1i = cr * a0i + ci * a0r + dr * a1i + di * a1r
+    return _join(lead, n, n0r, n1r, n0i, n1i)
+
+
+def _apply_rx(state: State, wire: int, n: int, c: Array, s: Array) -> State:
+    """RX(θ) = [[c, -i s], [-i s, c]], c = cos(θ/2), s = sin(θ/2) of shape (B,)."""
+    lead, (a0r, a1r, a0i, a1i) = _split(state, wire, n)
+    c, s = c[..., None, None], s[..., None, None]
+    n0r, n0i = c * a0r + s * a1i, c * a0i - s * a1r
+    n1r, n1i = s * a0i + c * a1r, -s * a0r + c * a1i
+    return _join(lead, n, n0r, n1r, n0i, n1i)
+
+
+def _matmul(g: Mat, u: Mat) -> Mat:
+    """g @ u for 2x2 complex matrices in 8-real form."""
+
+    def mul(xr: Array, xi: Array, yr: Array, yi: Array) -> tuple[Array, Array]:
+        return xr * yr - xi * yi, xr * yi + xi * yr
+
+    out: list[Array] = []
+    for row in range(2):
+        for col in range(2):
+            r0, i0 = mul(g[4 * row], g[4 * row + 1], u[2 * col], u[2 * col + 1])
+            r1, i1 = mul(g[4 * row + 2], g[4 * row + 3], u[4 + 2 * col], u[4 + 2 * col + 1])
+            out += [r0 + r1, i0 + i1]
+    return tuple(out)
+
+
+def _rotation(axis: str, c: Array, s: Array) -> Mat:
+    """R_P(θ) = cos(θ/2) I - i sin(θ/2) P in 8-real form."""
+    z = jnp.zeros_like(c)
+    if axis == "X":
+        return (c, z, z, -s, z, -s, c, z)
+    if axis == "Y":
+        return (c, z, -s, z, s, z, c, z)
+    return (c, -s, z, z, z, z, c, s)  # Z
+
+
+@dataclass(frozen=True)
+class CircuitFn:
+    """``fn(weights (n, L, k), x (B, n_in), input_weights (n_enc, n_in) | None) -> (B, m)``."""
+
+    spec: CircuitSpec
+    output: str
+    dead: np.ndarray  # (n, L, k) bool
+    fn: Callable[[Array, Array, Array | None], Array]
+
+    def __call__(self, weights: Array, x: Array, input_weights: Array | None = None) -> Array:
+        return self.fn(weights, x, input_weights)
+
+
+FORMULATIONS = ("elementwise", "layer_matrix")
+
+
+def circuit_fn(
+    spec: CircuitSpec,
+    output: str = "expval",
+    zero_dead: bool = True,
+    formulation: str = "elementwise",
+) -> CircuitFn:
+    """The circuit of ``spec`` as a pure JAX function (see :class:`CircuitFn`).
+
+    ``output``: ``"expval"`` (⟨Z_i⟩ of the measured wires) or ``"prob0"`` ((1 + ⟨Z_i⟩)/2).
+    ``zero_dead``: give light-cone-dead weights an exactly zero gradient.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation: expected one of {FORMULATIONS}, got {formulation!r}")
+    n, n_in, dim = spec.n_qubits, spec.n_inputs, spec.dim
+    bits = bit_table(n)  # (n, D)
+    perm, sign = signed_permutation(spec.gates, n)
+    has_sign = not np.all(sign == 1.0)
+    identity_perm = bool(np.all(perm == np.arange(dim)))
+    # the RX product state: amplitude r[b]·(-i)^popcount(b) (encoded wires; the rest stay |0⟩)
+    pop = bits[:n_in].sum(0) % 4
+    phase_re = np.array([1.0, 0.0, -1.0, 0.0])[pop]
+    phase_im = np.array([0.0, -1.0, 0.0, 1.0])[pop]
+    unencoded = bits[n_in:].sum(0) == 0  # (D,) amplitudes with every unencoded wire at 0
+    table = spec.encoding_table()
+    atan_mask = np.array([kind == "atan" for kind, _ in table])
+    half_scale = np.array([sc / 2 for _, sc in table])  # the torch engine's constants
+    z = 1.0 - 2.0 * bits[list(spec.measure)].T  # (D, m)
+    readout = z if output == "expval" else (z + 1.0) / 2.0
+    dead = dead_parameters(spec) if zero_dead else np.zeros((n, spec.n_layers, spec.n_rot), bool)
+    any_dead = bool(dead.any())
+
+    def half_angles(x: Array, lam: Array | None, block: int) -> Array:
+        xs = x if lam is None else x * lam[block]
+        if spec.encoding == "angle":
+            return xs * 0.5
+        return jnp.where(atan_mask, jnp.arctan(xs), xs * half_scale.astype(x.dtype))
+
+    def product_state(h: Array) -> State:
+        c, s = jnp.cos(h), jnp.sin(h)  # (B, n_in)
+        r = jnp.where(bits[0] == 0, c[..., :1], s[..., :1])  # (B, D)
+        for w in range(1, n_in):
+            r = r * jnp.where(bits[w] == 0, c[..., w : w + 1], s[..., w : w + 1])
+        if n_in < n:
+            r = jnp.where(unencoded, r, 0.0)
+        return r * phase_re.astype(r.dtype), r * phase_im.astype(r.dtype)
+
+    def entangle(state: State) -> State:
+        re, im = state
+        if not identity_perm:
+            re, im = re[..., perm], im[..., perm]
+        if has_sign:
+            sg = sign.astype(re.dtype)
+            re, im = re * sg, im * sg
+        return re, im
+
+    inv = np.argsort(perm)
+    first = spec.layer_order == "entangler_first"
+
+    def rotations(weights: Array) -> Mat:
+        """Every wire's and layer's rotation string as one 2x2 matrix: 8 arrays (n, L)."""
+        hw = weights * 0.5
+        cw, sw = jnp.cos(hw), jnp.sin(hw)  # (n, L, k)
+        u = _rotation(spec.rotations[0], cw[..., 0], sw[..., 0])
+        for j in range(1, spec.n_rot):
+            u = _matmul(_rotation(spec.rotations[j], cw[..., j], sw[..., j]), u)
+        return u
+
+    def layer_matrix(u: Mat, layer: int) -> tuple[Array, Array]:
+        """The layer's 2**n x 2**n unitary (re, im), entangler folded in: ψ' = M ψ."""
+        cplx = (jnp.stack(u[0::2], -1) + 1j * jnp.stack(u[1::2], -1)).reshape(n, -1, 2, 2)
+        mats = [cplx[w, layer] for w in range(n)]
+        big = mats[0]
+        for m in mats[1:]:
+            big = jnp.kron(big, m)  # U[b, c] = Π_w u_w[b_w, c_w]
+        sg = sign.astype(big.real.dtype)
+        if first:  # M = U·E, (Eψ)[c] = sign[c]·ψ[perm[c]]  =>  M[:, j] = U[:, inv[j]]·sign[inv[j]]
+            big = (big * sg)[:, inv]
+        else:  # M = E·U  =>  M[i, :] = sign[i]·U[perm[i], :]
+            big = big[perm, :] * sg[:, None]
+        return big.real, big.imag
+
+    def fn_matrix(weights: Array, x: Array, input_weights: Array | None) -> Array:
+        if any_dead:
+            weights = jnp.where(dead, jax.lax.stop_gradient(weights), weights)
+        u = rotations(weights)
+        re, im = product_state(half_angles(x, input_weights, 0))
+        for layer in range(spec.n_layers):
+            if layer > 0 and spec.reupload:
+                h = half_angles(x, input_weights, layer)
+                c, s = jnp.cos(h), jnp.sin(h)
+                for w in range(n_in):
+                    re, im = _apply_rx((re, im), w, n, c[..., w], s[..., w])
+            mr, mi = layer_matrix(u, layer)
+            re, im = re @ mr.T - im @ mi.T, re @ mi.T + im @ mr.T
+        return (re * re + im * im) @ readout.astype(re.dtype)  # (B, m)
+
+    def fn(weights: Array, x: Array, input_weights: Array | None) -> Array:
+        if any_dead:
+            weights = jnp.where(dead, jax.lax.stop_gradient(weights), weights)
+        u = rotations(weights)
+        state = product_state(half_angles(x, input_weights, 0))
+        for layer in range(spec.n_layers):
+            if layer > 0 and spec.reupload:
+                h = half_angles(x, input_weights, layer)
+                c, s = jnp.cos(h), jnp.sin(h)
+                for w in range(n_in):
+                    state = _apply_rx(state, w, n, c[..., w], s[..., w])
+            if spec.layer_order == "entangler_first":
+                state = entangle(state)
+            for w in range(n):
+                state = _apply_1q(state, w, n, tuple(e[w, layer] for e in u))
+            if spec.layer_order != "entangler_first":
+                state = entangle(state)
+        re, im = state
+        return (re * re + im * im) @ readout.astype(re.dtype)  # (B, m)
+
+    return CircuitFn(spec, output, dead, fn if formulation == "elementwise" else fn_matrix)

@@ -1,0 +1,81 @@
+"""The JAX circuit against ``qa2c.VQC`` (float64): outputs and Jacobians, and dead weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("jax")
+
+import jax
+import jax.numpy as jnp
+
+import qa2c.jax_engine  # noqa: F401
+from qa2c.jax_engine.circuit import circuit_fn
+from qa2c.vqc import VQC
+
+_SPECS: list[dict[str, Any]] = [
+    {},  # the paper: cartpole encoding, 2 layers, ZYZ, CNOT ring first, <Z> of all wires
+    {"output": "prob0", "measure": (0, 1)},
+    {"reupload": True, "input_scaling": True, "n_layers": 3},
+    {"encoding": "angle", "rotations": "XY", "entangler": "cz_ring"},
+    {"layer_order": "rotations_first", "entangler": "cnot_chain", "measure": (0, 2)},
+    {"encoding": "angle", "n_qubits": 5, "n_inputs": 3, "entangler": "cnot_all", "rotations": "Y"},
+]
+
+
+@pytest.mark.parametrize("kw", _SPECS, ids=[str(i) for i in range(len(_SPECS))])
+def test_outputs_and_jacobians_match_vqc(kw: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    v = VQC(dtype=torch.float64, **kw)
+    if v.input_weights is not None:
+        with torch.no_grad():
+            v.input_weights.uniform_(0.5, 1.5)
+    x = torch.randn(6, v.n_inputs, dtype=torch.float64)
+    f = circuit_fn(v.spec, v.output, zero_dead=False)
+    w = jnp.asarray(v.weights.detach().numpy())
+    iw = None if v.input_weights is None else jnp.asarray(v.input_weights.detach().numpy())
+    out = np.asarray(f(w, jnp.asarray(x.numpy()), iw))
+    np.testing.assert_allclose(out, v(x).detach().numpy(), rtol=0, atol=1e-13)
+    if kw not in (_SPECS[0], _SPECS[2]):  # Jacobians: the paper's circuit and re-uploading
+        return
+    # Jacobian of every output w.r.t. the weights, for one input
+    x0 = x[:1]
+    jw = np.asarray(jax.jacrev(lambda ww: f(ww, jnp.asarray(x0.numpy()), iw))(w))
+    ref = torch.autograd.functional.jacobian(
+        lambda ww: v.functional(ww, x0, v.input_weights), v.weights.detach()
+    ).numpy()
+    np.testing.assert_allclose(jw, ref, rtol=0, atol=1e-12)
+    jx = np.asarray(jax.jacrev(lambda xx: f(w, xx, iw))(jnp.asarray(x0.numpy())))
+    ref_x = torch.autograd.functional.jacobian(
+        lambda xx: v.functional(v.weights.detach(), xx, v.input_weights), x0
+    ).numpy()
+    np.testing.assert_allclose(jx, ref_x, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("measure", [(0, 1), (0,), (0, 1, 2, 3)])
+def test_dead_weights_get_exactly_zero_gradient(measure: tuple[int, ...]) -> None:
+    v = VQC(dtype=torch.float64, measure=measure)
+    dead = v.dead_parameters().numpy()
+    assert dead.sum() == {2: 9, 1: 12, 4: 4}[len(measure)]  # the paper's counts (qa2c.md)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 4)))
+    w = jnp.asarray(v.weights.detach().numpy())
+    for zero_dead in (True, False):
+        f = circuit_fn(v.spec, "prob0", zero_dead=zero_dead)
+        g = np.asarray(jax.grad(lambda ww, f=f: f(ww, x, None).sum())(w))
+        if zero_dead:
+            assert np.all(g[dead] == 0.0)  # exactly, so Adam never moves them
+        else:
+            assert np.abs(g[dead]).max() < 1e-14  # zero up to round-off only
+        assert np.all(np.abs(g[~dead]) > 0)
+
+
+def test_bad_arguments() -> None:
+    spec = VQC().spec
+    with pytest.raises(ValueError, match="output"):
+        circuit_fn(spec, "probs")
+    with pytest.raises(ValueError, match="formulation"):
+        circuit_fn(spec, formulation="complex")

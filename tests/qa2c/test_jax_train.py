@@ -1,0 +1,89 @@
+"""The JAX engine through the experiment's switch: rows, populations, seeds, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("gymnax")
+pytest.importorskip("optax")
+
+from qa2c.experiments.cartpole import CONFIGS, JAX_CHECKPOINT, run, run_many
+
+# tiny runs: HQ2C (a hybrid quantum actor, a classical critic), a few episodes per agent
+_CFG = dataclasses.replace(
+    CONFIGS["HQ2C"], total_steps=600, checkpoint_every=250, engine="jax", dtype="float64"
+)
+
+
+def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    """Identical episodes; losses equal up to the round-off of differently batched kernels."""
+    assert [{k: v for k, v in r.items() if "loss" not in k} for r in a] == [
+        {k: v for k, v in r.items() if "loss" not in k} for r in b
+    ]
+    for x, y in zip(a, b):
+        for k in ("losses/actor", "losses/critic"):
+            assert x[k] == pytest.approx(y[k], rel=1e-9, abs=1e-12, nan_ok=True)
+
+
+def _strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
+
+
+def _rows(cfgs: list[Any], dirs: list[Path]) -> list[list[dict[str, Any]]]:
+    out: list[list[dict[str, Any]]] = [[] for _ in cfgs]
+    for i, row in run_many(cfgs, dirs):
+        out[i].append(row)
+    return [_strip(r) for r in out]
+
+
+def test_rows_protocol_population_and_seeds(tmp_path: Path) -> None:
+    cfgs = [dataclasses.replace(_CFG, seed=s) for s in (0, 1)]
+    pop = _rows(cfgs, [tmp_path / "p0", tmp_path / "p1"])
+    for rows in pop:
+        assert rows, "no episode finished"
+        steps = [r["step"] for r in rows]
+        assert steps == sorted(steps) and len(set(steps)) == len(steps)
+        assert [r["episode"] for r in rows] == list(range(1, len(rows) + 1))
+        assert all(r["charts/episodic_return"] == r["charts/episodic_length"] for r in rows)
+        assert sum(r["charts/episodic_length"] for r in rows) == steps[-1]
+        assert {*rows[0]} == {
+            "step", "episode", "charts/episodic_return", "charts/episodic_length",
+            "circuit_calls", "losses/actor", "losses/critic",
+        }  # fmt: skip
+    assert pop[0] != pop[1]  # different seeds, different runs
+    # a population equals its members run alone; the same seed gives identical rows
+    alone = _rows([cfgs[1]], [tmp_path / "a1"])
+    _same(alone[0], pop[1])
+    again = _rows([cfgs[1]], [tmp_path / "b1"])
+    assert again == alone
+    assert (tmp_path / "a1" / JAX_CHECKPOINT).exists()
+
+
+def test_kill_and_resume_gives_identical_rows(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(_CFG, seed=3)
+    full = _strip(list(run(cfg, tmp_path / "full")))
+    gen = run(cfg, tmp_path / "killed")
+    seen = []
+    for row in gen:  # stop once the first checkpoint (after 250 steps) has been written
+        seen.append(row)
+        if row["step"] > 300:
+            break
+    gen.close()
+    assert (tmp_path / "killed" / JAX_CHECKPOINT).exists()
+    resumed = _strip(list(run(cfg, tmp_path / "killed")))
+    assert resumed, "nothing after the checkpoint"
+    assert resumed == [r for r in full if r["step"] > 250]
+    # a finished run resumes to nothing
+    assert list(run(cfg, tmp_path / "full")) == []
+
+
+def test_bad_engine_and_env_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="engine"):
+        list(run(dataclasses.replace(_CFG, engine="tpu"), tmp_path / "x"))
+    with pytest.raises(ValueError, match="MountainCar"):
+        list(run(dataclasses.replace(_CFG, env_id="MountainCar-v0"), tmp_path / "y"))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
