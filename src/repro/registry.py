@@ -82,7 +82,8 @@ class Protocol:
     progress_total: Callable[[Any], int] | None = None
     params: Callable[[Any], int] | None = None
     validate: Callable[[Any], None] | None = None
-    checkpoint: str | None = None
+    checkpoint: str | tuple[str, ...] | None = None
+    """File name(s) of a run's checkpoint in its folder (zip archives: torch.save or np.savez)."""
 
     @classmethod
     def from_dict(cls, name: str, raw: object) -> Protocol:
@@ -109,7 +110,7 @@ class Protocol:
             "max_score": (int, float),
             "random_score": (int, float),
             "progress_unit": (str,),
-            "checkpoint": (str,),
+            "checkpoint": (str, tuple),
         }
         for key, types in checks.items():
             value = getattr(out, key)
@@ -176,7 +177,7 @@ for _spec in (
         "qa2c.experiments.cartpole",
         "CartPoleConfig",
         "QA2C: classical, quantum and hybrid actor-critic agents on CartPole-v1",
-        "rl",
+        "rl,jax",
     ),
     ExperimentSpec(
         "qa2c-fair",

@@ -147,17 +147,19 @@ def check_config(run_dir: Path, config_json: Mapping[str, Any]) -> bool:
 
 
 def check_checkpoint(run_dir: Path, protocol: Protocol) -> None:
-    """A declared checkpoint that exists must be a complete ``torch.save`` zip archive; a
-    truncated one raises :class:`CorruptFileError` naming it (instead of an ``OSError`` from
-    ``torch.load`` on every retry)."""
-    if protocol.checkpoint is None:
+    """A declared checkpoint that exists must be a complete zip archive (``torch.save`` or
+    ``np.savez``); a truncated one raises :class:`CorruptFileError` naming it (instead of an
+    ``OSError`` from the loader on every retry)."""
+    names = protocol.checkpoint
+    if names is None:
         return
-    path = Path(run_dir) / protocol.checkpoint
-    if path.exists() and not zipfile.is_zipfile(path):
-        raise CorruptFileError(
-            f"{path} is truncated or corrupt (not a complete torch.save archive); restore it, "
-            "or remove this run folder to train the run again"
-        )
+    for name in (names,) if isinstance(names, str) else names:
+        path = Path(run_dir) / name
+        if path.exists() and not zipfile.is_zipfile(path):
+            raise CorruptFileError(
+                f"{path} is truncated or corrupt (not a complete checkpoint archive); restore "
+                "it, or remove this run folder to train the run again"
+            )
 
 
 def _now() -> str:

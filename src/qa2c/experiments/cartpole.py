@@ -309,5 +309,5 @@ PROTOCOL: dict[str, Any] = {
     "progress_total": lambda config: config.total_steps,
     "params": lambda config: make_agent(config, warn=False).num_parameters(),
     "validate": _validate_config,
-    "checkpoint": "checkpoint.pt",
+    "checkpoint": ("checkpoint.pt", JAX_CHECKPOINT),
 }
