@@ -98,7 +98,15 @@ def test_ntl_loss_is_ce_plus_weighted_ntl(vocab: NumberVocab, kind: str) -> None
     n = int((labels != -100).sum())
     ce = F.cross_entropy(logits.reshape(-1, vocab.vocab_size), labels.reshape(-1), reduction="sum")
     ntl = number_token_loss(logits, labels, vocab, kind=kind, reduction="sum")
-    assert torch.allclose(loss(out, labels), (ce + 0.7 * ntl) / n)
+    m = int(torch.isin(labels, vocab.token_ids).sum())  # the paper: NTL over number tokens
+    assert 0 < m < n
+    assert torch.allclose(loss(out, labels), ce / n + 0.7 * ntl / m)
+    # explicit step-wide denominators (gradient accumulation) replace both counts
+    assert torch.allclose(
+        loss(out, labels, num_items_in_batch=40, num_number_items_in_batch=9),
+        ce / 40 + 0.7 * ntl / 9,
+    )
+    assert loss.count(labels) == (n, m)
 
 
 def test_gaussian_ce(vocab: NumberVocab) -> None:
@@ -128,7 +136,8 @@ def test_gaussian_ce(vocab: NumberVocab) -> None:
     assert float(smooth) == pytest.approx(total / n, rel=1e-5)
     both = make_loss("gauss-ce+ntl-was", vocab, 0.3, 1.5, causal=False)(out, labels)
     was = number_token_loss(logits, labels, vocab, kind="was", reduction="sum")
-    assert float(both) == pytest.approx(total / n + 0.3 * float(was) / n, rel=1e-5)
+    m = int(torch.isin(labels, vocab.token_ids).sum())
+    assert float(both) == pytest.approx(total / n + 0.3 * float(was) / m, rel=1e-5)
 
 
 @pytest.mark.parametrize("loss_name", ["ce", "ntl-was", "gauss-ce+ntl-was"])

@@ -24,6 +24,7 @@ from ntl import NumberVocab
 from ntl.data.mathematics import (
     PAPER_EXTRAPOLATE_CATEGORIES,
     PAPER_TRAIN_CATEGORIES,
+    TRAIN_LEVELS,
     extrapolation_twin,
     generate_many,
 )
@@ -40,7 +41,11 @@ from ntl.experiments.training import (
     seq2seq_collate,
 )
 
-__all__ = ["CONFIGS", "ArithConfig", "run"]
+__all__ = ["CONFIGS", "EVAL_SPLITS", "ArithConfig", "run"]
+
+EVAL_SPLITS = ("heldout", "interpolate", "extrapolate")
+HELDOUT_SEED_OFFSET = 7_919
+"""The held-out questions use seed ``data_seed + HELDOUT_SEED_OFFSET`` of the training split."""
 
 QUICK_CATEGORIES = (
     "arithmetic__add_or_sub",
@@ -66,6 +71,11 @@ class ArithConfig:
     """Training (and interpolation) categories of the mathematics dataset."""
     extrapolate_categories: tuple[str, ...] | None = None
     """Extrapolation categories; None: the extrapolation twins of `categories` that exist."""
+    difficulty: str = "train"
+    """Training split of the generator: train (all levels), train-easy, train-medium, train-hard."""
+    eval_splits: tuple[str, ...] = ("interpolate", "extrapolate")
+    """Evaluated splits: interpolate / extrapolate (the package's test sets) and heldout (new
+    questions of the training level and categories, none of them in the training set)."""
     train_size: int = 6000
     """Training questions per category."""
     eval_size: int = 150
@@ -85,7 +95,9 @@ class ArithConfig:
     max_steps: int = 1200
     """Optimizer steps."""
     batch_size: int = 32
-    """Questions per step."""
+    """Questions per optimiser step."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step (the loss is normalised over the whole step)."""
     lr: float = 1e-3
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.01
@@ -129,6 +141,18 @@ def _check_config(cfg: ArithConfig) -> None:
         )
     if not cfg.categories:
         raise ValueError("categories must not be empty")
+    if cfg.difficulty not in TRAIN_LEVELS:
+        raise ValueError(f"difficulty must be one of {TRAIN_LEVELS}, got {cfg.difficulty!r}")
+    if not cfg.eval_splits or any(s not in EVAL_SPLITS for s in cfg.eval_splits):
+        raise ValueError(
+            f"eval_splits must be a non-empty subset of {EVAL_SPLITS}, got {cfg.eval_splits!r}"
+        )
+    if (
+        isinstance(cfg.grad_accum, bool)
+        or not isinstance(cfg.grad_accum, int)
+        or not (1 <= cfg.grad_accum <= cfg.batch_size)
+    ):
+        raise ValueError(f"grad_accum must be an int in [1, batch_size], got {cfg.grad_accum!r}")
     if cfg.ntl_weight < 0 or cfg.lr <= 0 or cfg.sigma <= 0:
         raise ValueError(
             f"need ntl_weight >= 0, lr > 0, sigma > 0; got {cfg.ntl_weight}, {cfg.lr}, {cfg.sigma}"
@@ -160,6 +184,41 @@ def _encode(tokenizer: Any, pairs: list[tuple[str, str]], arch: str) -> list[Exa
     return list(zip(qs, ans))
 
 
+def _data(
+    cfg: ArithConfig, data_seed: int
+) -> tuple[list[tuple[str, str]], dict[str, dict[str, list[tuple[str, str]]]]]:
+    """The training pairs and ``{split: {category: pairs}}`` of the evaluated splits.
+
+    All generated in one generator process. Held-out questions come from the training level with
+    another seed; the ones that also occur in the training set are dropped (so a held-out set may
+    have fewer than ``eval_size`` questions where the level has few distinct questions).
+    """
+    requests = [(c, cfg.train_size, data_seed, cfg.difficulty) for c in cfg.categories]
+    split_cats: dict[str, tuple[str, ...]] = {}
+    for split in cfg.eval_splits:
+        split_cats[split] = _extrapolate(cfg) if split == "extrapolate" else tuple(cfg.categories)
+        for c in split_cats[split]:
+            if split == "heldout":
+                requests.append((c, cfg.eval_size, data_seed + HELDOUT_SEED_OFFSET, cfg.difficulty))
+            else:
+                requests.append((c, cfg.eval_size, data_seed, split))
+    generated = generate_many(requests)  # one generator process
+    k = len(cfg.categories)
+    train_pairs = [p for pairs in generated[:k] for p in pairs]
+    seen = {q for q, _ in train_pairs}
+    eval_data: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    rest = iter(generated[k:])
+    for split in cfg.eval_splits:
+        eval_data[split] = {}
+        for c in split_cats[split]:
+            pairs = next(rest)
+            if split == "heldout":
+                pairs = [p for p in pairs if p[0] not in seen]
+            if pairs:
+                eval_data[split][c] = pairs
+    return train_pairs, eval_data
+
+
 def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     """Train and evaluate; yields metric rows; resumes from ``run_dir / "checkpoint.pt"``."""
     _check_config(config)
@@ -170,14 +229,7 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     tokenizer = digit_tokenizer()
     vocab = NumberVocab.from_tokenizer(tokenizer, vocab_size=len(tokenizer))
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    requests = [(c, cfg.train_size, data_seed, "train") for c in cfg.categories]
-    requests += [(c, cfg.eval_size, data_seed, "interpolate") for c in cfg.categories]
-    requests += [(c, cfg.eval_size, data_seed, "extrapolate") for c in _extrapolate(cfg)]
-    generated = dict(zip(requests, generate_many(requests)))  # one generator process
-    train_pairs = [p for r in requests if r[3] == "train" for p in generated[r]]
-    eval_data: dict[str, dict[str, list[tuple[str, str]]]] = {"interpolate": {}, "extrapolate": {}}
-    for category, _, _, split in requests[len(cfg.categories) :]:
-        eval_data[split][category] = generated[(category, cfg.eval_size, data_seed, split)]
+    train_pairs, eval_data = _data(cfg, data_seed)
     examples = _encode(tokenizer, train_pairs, cfg.arch)
     spec = ModelSpec(cfg.arch, len(tokenizer), cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads)
     model = build_model(spec, cfg.seed)
@@ -211,6 +263,7 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         checkpoint_every=cfg.checkpoint_every,
         run_dir=run_dir,
         config_record=_config_record(cfg),
+        grad_accum=cfg.grad_accum,
     )
 
 
