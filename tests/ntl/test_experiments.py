@@ -22,6 +22,7 @@ from ntl.experiments.evaluation import greedy_decode
 from ntl.experiments.models import ModelSpec, build_model
 from ntl.experiments.training import (
     LOSSES,
+    StepLoss,
     StepStream,
     causal_collate,
     make_loss,
@@ -345,3 +346,83 @@ def test_paper_config_runs_all_categories(tmp_path: Path) -> None:
     assert row["eval/extrapolate/count"] == 7.0
     assert "eval/extrapolate/arithmetic__mixed_longer/accuracy" in row
     assert "eval/interpolate/algebra__linear_2d_composed/accuracy" in row
+
+
+class _PerMicroBatchMean:
+    """The non-exact alternative: every micro-batch divided by its own counts."""
+
+    def __init__(self, inner: StepLoss, parts: int) -> None:
+        self.inner, self.parts = inner, parts
+
+    def __call__(self, outputs: object, labels: torch.Tensor, **_: object) -> torch.Tensor:
+        return self.inner(outputs, labels) / self.parts
+
+    def count(self, labels: torch.Tensor) -> tuple[int, int]:
+        return self.inner.count(labels)
+
+
+def _one_step_update(
+    tok: object, vocab: NumberVocab, arch: str, loss: str, grad_accum: int, exact: bool = True
+) -> torch.Tensor:
+    """The parameter change of one SGD(lr=1) step over 8 examples in ``grad_accum`` parts."""
+    from ntl.experiments.training import train_segment
+
+    pairs = [
+        ("What is 12 + 7?", "19"),
+        ("Round 0.25 to one dp.", "0.2"),
+        ("3 - 40", "-37"),
+        ("Calculate the remainder when 99 is divided by 8.", "3"),
+        ("What is the tens digit of 584?", "8"),
+        ("Sum 1 and 2.", "3"),
+        ("Work out 6 * -17.", "-102"),
+        ("What is -91790 rounded to the nearest ten thousand?", "-90000"),
+    ]
+    examples = arith._encode(tok, pairs, arch)
+    model = build_model(ModelSpec(arch, len(tok), 16, 32, 1, 2), seed=0).double()  # type: ignore[arg-type]
+    before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    objective: object = make_loss(loss, vocab, 0.3, 1.0, causal=arch == "causal")
+    if not exact:
+        objective = _PerMicroBatchMean(objective, grad_accum)  # type: ignore[arg-type]
+    collate = causal_collate if arch == "causal" else seq2seq_collate
+    # the same 8 examples as one step (a stream of exactly one epoch in a fixed order)
+    stream = StepStream(examples, seed=0, batch_size=8, start=0, end=1)
+    train_segment(
+        model,
+        optimizer,
+        scheduler,
+        stream,
+        collate,
+        objective,  # type: ignore[arg-type]
+        log_every=1,
+        grad_accum=grad_accum,
+        max_grad_norm=math.inf,
+    )
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return after - before
+
+
+@pytest.mark.parametrize(
+    ("arch", "loss"), [("causal", "ntl-was"), ("t5", "ntl-mse"), ("causal", "gauss-ce+ntl-was")]
+)
+def test_gradient_accumulation_is_exact(
+    tok: object, vocab: NumberVocab, arch: str, loss: str
+) -> None:
+    full = _one_step_update(tok, vocab, arch, loss, grad_accum=1)  # 1 micro-batch of 8
+    four = _one_step_update(tok, vocab, arch, loss, grad_accum=4)  # 4 micro-batches of 2
+    eight = _one_step_update(tok, vocab, arch, loss, grad_accum=8)  # 8 micro-batches of 1
+    scale = float(full.abs().max())
+    assert scale > 0
+    assert float((four - full).abs().max()) <= 1e-9 * scale
+    assert float((eight - full).abs().max()) <= 1e-9 * scale
+    # dividing each micro-batch by its own counts is not the same update (the test can fail)
+    naive = _one_step_update(tok, vocab, arch, loss, grad_accum=4, exact=False)
+    assert float((naive - full).abs().max()) > 1e-3 * scale
+
+
+def test_train_segment_rejects_bad_grad_accum(tok: object, vocab: NumberVocab) -> None:
+    with pytest.raises(ValueError, match="grad_accum"):
+        _one_step_update(tok, vocab, "t5", "ce", grad_accum=0)
+    with pytest.raises(ValueError, match="exceeds batch_size"):
+        _one_step_update(tok, vocab, "t5", "ce", grad_accum=9)
