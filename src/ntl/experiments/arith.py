@@ -76,6 +76,9 @@ class ArithConfig:
     eval_splits: tuple[str, ...] = ("interpolate", "extrapolate")
     """Evaluated splits: interpolate / extrapolate (the package's test sets) and heldout (new
     questions of the training level and categories, none of them in the training set)."""
+    curve_splits: int = 0
+    """Splits evaluated at the intermediate evaluations: the first `curve_splits` of
+    `eval_splits` (0: all); the final evaluation always covers all of them."""
     train_size: int = 6000
     """Training questions per category."""
     eval_size: int = 150
@@ -230,6 +233,7 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     vocab = NumberVocab.from_tokenizer(tokenizer, vocab_size=len(tokenizer))
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     train_pairs, eval_data = _data(cfg, data_seed)
+    curve_data = {s: eval_data[s] for s in cfg.eval_splits[: cfg.curve_splits]}
     examples = _encode(tokenizer, train_pairs, cfg.arch)
     spec = ModelSpec(cfg.arch, len(tokenizer), cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads)
     model = build_model(spec, cfg.seed)
@@ -247,10 +251,10 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         examples=examples,
         collate=collate,
         compute_loss_func=loss_fn,
-        evaluate=lambda: evaluate_splits(
+        evaluate=lambda final: evaluate_splits(
             model,
             tokenizer,
-            eval_data,
+            eval_data if final or not cfg.curve_splits else curve_data,
             arch=cfg.arch,
             batch_size=cfg.eval_batch_size,
             max_new_tokens=cfg.max_new_tokens,
@@ -295,7 +299,50 @@ def _paper(loss: str) -> ArithConfig:
     )
 
 
+LAPTOP_CATEGORIES = (
+    "numbers__place_value",
+    "numbers__round_number",
+    "arithmetic__add_sub_multiple",
+)
+
+
+def _laptop(loss: str, **kw: Any) -> ArithConfig:
+    """The laptop recipe (docs/ntl_recipe.md): a small T5 on three of the paper's categories at
+    the generator's train-easy level; ~1,000 steps take 2-3 CPU-minutes on one idle core."""
+    base: dict[str, Any] = dict(
+        loss=loss,
+        categories=LAPTOP_CATEGORIES,
+        difficulty="train-easy",
+        eval_splits=("heldout", "interpolate"),
+        curve_splits=1,
+        train_size=8000,
+        eval_size=100,
+        arch="t5",
+        d_model=128,
+        d_ff=512,
+        num_layers=2,
+        num_heads=4,
+        max_steps=1000,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=50,
+        log_every=50,
+        eval_every=200,
+        checkpoint_every=200,
+        max_new_tokens=16,
+    )
+    return ArithConfig(**{**base, **kw})
+
+
 CONFIGS: dict[str, ArithConfig] = {
+    "laptop-ce": _laptop("ce"),
+    "laptop-ntl-was": _laptop("ntl-was"),
+    "laptop-ntl-mse": _laptop("ntl-mse"),
+    "laptop-gauss-ce": _laptop("gauss-ce"),
+    "laptop-gauss-ce+ntl-was": _laptop("gauss-ce+ntl-was"),
+    "laptop-ntl-was-0.1": _laptop("ntl-was", ntl_weight=0.1),
+    "laptop-ntl-was-0.8": _laptop("ntl-was", ntl_weight=0.8),
+    "laptop-ntl-was-2.0": _laptop("ntl-was", ntl_weight=2.0),
     "ce": _quick("ce"),
     "ntl-was": _quick("ntl-was"),
     "ntl-mse": _quick("ntl-mse"),

@@ -189,7 +189,7 @@ def run(config: RegressionConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         collate: Any = _head_collate
         loss_fn: Any = _MSELoss()
 
-        def evaluate() -> dict[str, float]:
+        def evaluate(final: bool = True) -> dict[str, float]:
             model.eval()
             with torch.no_grad():
                 batch = _head_collate([(x, 0.0) for x in tokenizer(questions)["input_ids"]])
@@ -206,7 +206,7 @@ def run(config: RegressionConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         examples = list(zip(inputs, tokenizer([a for _, a in train])["input_ids"]))
         collate = seq2seq_collate
 
-        def evaluate() -> dict[str, float]:
+        def evaluate(final: bool = True) -> dict[str, float]:
             preds = greedy_decode(model, tokenizer, questions, arch="t5", max_new_tokens=8)
             return {f"regression/{k}": v for k, v in number_metrics(preds, targets).items()}
 

@@ -326,7 +326,7 @@ def run_segments(
     examples: Sequence[Any],
     collate: Callable[[Sequence[Any]], dict[str, Tensor]],
     compute_loss_func: Objective,
-    evaluate: Callable[[], dict[str, float]],
+    evaluate: Callable[[bool], dict[str, float]],
     seed: int,
     batch_size: int,
     max_steps: int,
@@ -339,7 +339,8 @@ def run_segments(
 ) -> Iterator[dict[str, Any]]:
     """The resumable training loop shared by the experiments; yields metric rows.
 
-    Segments end at multiples of ``eval_every`` and ``checkpoint_every`` and at ``max_steps``.
+    Segments end at multiples of ``eval_every`` and ``checkpoint_every`` and at ``max_steps``;
+    ``evaluate(final)`` runs at every multiple of ``eval_every`` and at the end (``final=True``).
     At a checkpoint the state *and that segment's rows* are saved to ``run_dir/checkpoint.pt``
     before the rows are yielded; a resumed run yields those rows again first (a consumer that
     already stored them drops them by step), then continues exactly as an uninterrupted run.
@@ -373,7 +374,7 @@ def run_segments(
         )
         step = boundary
         if step % eval_every == 0 or step == max_steps:
-            logged.setdefault(step, {}).update(evaluate())
+            logged.setdefault(step, {}).update(evaluate(step == max_steps))
         rows = [{"step": s, **logged[s]} for s in sorted(logged)]
         if step % checkpoint_every == 0 or step == max_steps:
             save_checkpoint(
