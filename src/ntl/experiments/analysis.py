@@ -134,13 +134,13 @@ def _finished_at(curves: Curves, config: str, step: int | None) -> dict[int, flo
 
 
 def paired_difference(
-    curves: Curves, base: str, other: str, step: int | None = None, **kw: int
+    curves: Curves, base: str, other: str, step: int | None = None, *, n_boot: int = 10_000
 ) -> Estimate:
     """Mean over the seeds both configs have of ``other − base`` at ``step`` (None: last rows)."""
     a = _finished_at(curves, base, step)
     b = _finished_at(curves, other, step)
     seeds = sorted(set(a) & set(b))
-    return bootstrap_ci([b[s] - a[s] for s in seeds], **kw)
+    return bootstrap_ci([b[s] - a[s] for s in seeds], n_boot=n_boot)
 
 
 def first_step_reaching(
