@@ -426,3 +426,34 @@ def test_train_segment_rejects_bad_grad_accum(tok: object, vocab: NumberVocab) -
         _one_step_update(tok, vocab, "t5", "ce", grad_accum=0)
     with pytest.raises(ValueError, match="exceeds batch_size"):
         _one_step_update(tok, vocab, "t5", "ce", grad_accum=9)
+
+
+def test_heldout_split_and_curve_splits(tmp_path: Path) -> None:
+    cfg = _tiny(
+        categories=("numbers__place_value",),
+        difficulty="train-easy",
+        eval_splits=("heldout", "interpolate"),
+        curve_splits=1,
+        train_size=40,
+        eval_size=20,
+    )
+    train, evals = arith._data(cfg, 0)
+    assert len(train) == 40 and set(evals) == {"heldout", "interpolate"}
+    heldout = evals["heldout"]["numbers__place_value"]
+    assert 0 < len(heldout) <= 20
+    assert not {q for q, _ in heldout} & {q for q, _ in train}  # none seen in training
+    rows = list(arith.run(cfg, tmp_path))
+    first, last = rows[0], rows[-1]
+    assert "eval/heldout/accuracy" not in first  # step 2: no evaluation
+    assert last["step"] == 4
+    assert "eval/heldout/accuracy" in last and "eval/interpolate/accuracy" in last
+    mid = list(arith.run(dataclasses.replace(cfg, eval_every=2), tmp_path / "mid"))
+    assert "eval/heldout/accuracy" in mid[0] and "eval/interpolate/accuracy" not in mid[0]
+    for kw, match in [
+        (dict(difficulty="train-trivial"), "difficulty must be one of"),
+        (dict(eval_splits=("test",)), "eval_splits must be"),
+        (dict(curve_splits=3), "curve_splits must be"),
+        (dict(grad_accum=5), "grad_accum must be"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            next(arith.run(dataclasses.replace(cfg, **kw), tmp_path / "bad"))

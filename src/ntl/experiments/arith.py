@@ -150,6 +150,10 @@ def _check_config(cfg: ArithConfig) -> None:
         raise ValueError(
             f"eval_splits must be a non-empty subset of {EVAL_SPLITS}, got {cfg.eval_splits!r}"
         )
+    if not 0 <= cfg.curve_splits <= len(cfg.eval_splits):
+        raise ValueError(
+            f"curve_splits must be in [0, {len(cfg.eval_splits)}], got {cfg.curve_splits!r}"
+        )
     if (
         isinstance(cfg.grad_accum, bool)
         or not isinstance(cfg.grad_accum, int)
