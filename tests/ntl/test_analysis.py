@@ -102,6 +102,8 @@ def test_first_step_reaching() -> None:
 def test_report_and_plot(root: Path, tmp_path: Path) -> None:
     curves = load_curves(root, M)
     text = format_report(curves, M, base="ce", budgets=[200], threshold=0.5)
+    # "end" is step 300; ntl-was's seed 3 stopped at step 100 and is left out there
+    assert "| ntl-was | 0.8 [0.7, 0.9] (n=3) |" in text
     assert "| ce | 0.7 [0.6, 0.8] (n=3) | 0.5 [0.5, 0.5] (n=3) |" in text
     assert "| ntl-was | 0.1 [0.1, 0.1] (n=3) | 0.1 [0.1, 0.1] (n=3) |" in text
     # seed-mean curves use the steps all seeds have: ntl-was's seed 3 only has step 100

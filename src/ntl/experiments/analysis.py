@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "Estimate",
     "bootstrap_ci",
+    "final_step",
     "first_step_reaching",
     "format_report",
     "load_curves",
@@ -124,7 +125,16 @@ def value_at(curve: Mapping[int, float], step: int | None) -> float | None:
     return curve.get(key)
 
 
+def final_step(curves: Curves) -> int | None:
+    """The last step any run reached: "the end"; runs that stopped earlier are unfinished."""
+    steps = [max(c) for per_seed in curves.values() for c in per_seed.values() if c]
+    return max(steps) if steps else None
+
+
 def _finished_at(curves: Curves, config: str, step: int | None) -> dict[int, float]:
+    """``{seed: value at step}``; ``step=None``: at :func:`final_step` (unfinished runs left out)."""
+    if step is None:
+        step = final_step(curves)
     out: dict[int, float] = {}
     for seed, curve in curves.get(config, {}).items():
         value = value_at(curve, step)
@@ -136,7 +146,8 @@ def _finished_at(curves: Curves, config: str, step: int | None) -> dict[int, flo
 def paired_difference(
     curves: Curves, base: str, other: str, step: int | None = None, *, n_boot: int = 10_000
 ) -> Estimate:
-    """Mean over the seeds both configs have of ``other − base`` at ``step`` (None: last rows)."""
+    """Mean over the seeds both configs have of ``other − base`` at ``step`` (None: the end,
+    :func:`final_step`)."""
     a = _finished_at(curves, base, step)
     b = _finished_at(curves, other, step)
     seeds = sorted(set(a) & set(b))
