@@ -31,6 +31,7 @@ __all__ = [
     "Estimate",
     "bootstrap_ci",
     "final_step",
+    "finished_runs",
     "first_step_reaching",
     "format_report",
     "load_curves",
@@ -165,6 +166,17 @@ def first_step_reaching(
     return None
 
 
+def finished_runs(curves: Curves) -> Curves:
+    """Only the runs that reached :func:`final_step` (for curves and first-step statistics)."""
+    end = final_step(curves)
+    out: Curves = {}
+    for config, per_seed in curves.items():
+        done = {seed: c for seed, c in per_seed.items() if c and max(c) == end}
+        if done:
+            out[config] = done
+    return out
+
+
 def _mean_curve(per_seed: Mapping[int, Mapping[int, float]]) -> dict[int, list[float]]:
     """Steps every seed has -> the seeds' values."""
     if not per_seed:
@@ -204,7 +216,9 @@ def format_report(
             cells = [str(paired_difference(curves, base, c, s)) for s in (None, *budgets)]
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
     if threshold is not None:
-        lines += ["", f"First evaluated step reaching {_g(threshold)}", ""]
+        curves = finished_runs(curves)
+        configs = [c for c in configs if c in curves]
+        lines += ["", f"First evaluated step reaching {_g(threshold)} (finished runs)", ""]
         lines.append("| config | seed-mean curve | per seed |")
         lines.append("|---|---|---|")
         for c in configs:
@@ -222,12 +236,15 @@ def format_report(
 def plot_curves(
     curves: Curves, metric: str, path: Path, *, configs: Sequence[str] | None = None
 ) -> Path:
-    """Seed-mean curve of each config with its 95 % bootstrap band, saved as a PNG at ``path``."""
+    """Seed-mean curve of each config with its 95 % bootstrap band, saved as a PNG at ``path``.
+
+    Only finished runs (:func:`finished_runs`) are drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    curves = finished_runs(curves)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for c in configs if configs is not None else sorted(curves):
         mean_curve = _mean_curve(curves.get(c, {}))
