@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                 metric,
                 base=args.base,
                 budgets=budgets,
-                threshold=args.threshold if higher else None,
+                threshold=args.threshold if metric.endswith("/accuracy") else None,
                 higher_is_better=higher,
             )
         )
