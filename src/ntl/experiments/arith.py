@@ -1,10 +1,14 @@
 """The paper's mathematics experiment: T5 (or a decoder-only LM) on DeepMind arithmetic questions.
 
-Trains with ``transformers.Trainer`` and one of the loss variants of
-:data:`ntl.experiments.training.LOSSES` (CE, CE + λ·NTL-WAS, CE + λ·NTL-MSE, ...), and evaluates
-greedy answers on the interpolation and extrapolation splits with :func:`ntl.metrics.number_metrics`.
+Trains with the loop of :mod:`ntl.experiments.training` (NTL divided by the number-token
+targets of each optimiser step, exact under gradient accumulation) and one of the loss variants
+of :data:`ntl.experiments.training.LOSSES` (CE, CE + λ·NTL-WAS, CE + λ·NTL-MSE, ...), on a
+difficulty level of the generator (``difficulty``), and evaluates greedy answers on held-out
+questions of that level and/or the package's interpolation and extrapolation splits with
+:func:`ntl.metrics.number_metrics`. The ``laptop-*`` configs are the CPU recipe of
+docs/ntl_recipe.md.
 
-    python -m ntl.experiments.arith --config ntl-was --seed 0 --out /tmp/arith-ntl-was-0
+    python -m ntl.experiments.arith --config laptop-ntl-was --seed 0 --out /tmp/arith-ntl-was-0
 
 Rows: ``losses/train`` every ``log_every`` steps; at every ``eval_every`` steps and at the end
 ``eval/<split>/<metric>`` and ``eval/<split>/<category>/<metric>``.
