@@ -148,3 +148,28 @@ def test_tokenizer_round_trips_generated_questions(cache: Path) -> None:
             ids = tok(text)["input_ids"]
             assert tok.unk_token_id not in ids
             assert tok.decode(ids) == text
+
+
+def test_difficulty_levels(cache: Path) -> None:
+    assert md.TRAIN_LEVELS == ("train", "train-easy", "train-medium", "train-hard")
+    assert md.categories("train-easy") == md.categories("train") == md.categories("train-hard")
+    levels = ("train-easy", "train-medium", "train-hard")
+    reqs = [("arithmetic__add_or_sub", 60, 3, level) for level in levels]
+    easy, medium, hard = md.generate_many(reqs)
+
+    # The package's rule: thirds of the entropy range, so the numbers grow with the level.
+    def mean_len(pairs: list[tuple[str, str]]) -> float:
+        return float(np.mean([len(q) + len(a) for q, a in pairs]))
+
+    assert mean_len(easy) < mean_len(medium) < mean_len(hard)
+    assert easy != md.generate("arithmetic__add_or_sub", 60, 3, "train")
+    assert md.generate("arithmetic__add_or_sub", 60, 3, "train-easy") == easy  # cached, same
+    with pytest.raises(ValueError, match="split must be one of"):
+        md.generate("arithmetic__add_or_sub", 1, 3, "train-trivial")
+
+
+def test_entropy_level_rule() -> None:
+    # generate.py's _make_entropy_fn: level l of n maps (a, b) to (a + l/n (b-a), a + (l+1)/n (b-a))
+    assert md._entropy_level(0, 1)((3.0, 10.0)) == (3.0, 10.0)
+    lo, hi = md._entropy_level(1, 3)((3.0, 9.0))
+    assert (lo, hi) == pytest.approx((5.0, 7.0))

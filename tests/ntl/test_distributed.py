@@ -23,7 +23,8 @@ import torch.multiprocessing as mp
 from ntl import NumberVocab
 from ntl.data.tokenizer import digit_tokenizer
 from ntl.experiments.models import ModelSpec, build_model
-from ntl.experiments.training import StepStream, make_loss, seq2seq_collate
+from ntl.experiments.training import StepStream, seq2seq_collate
+from ntl.hf import ntl_compute_loss_func
 
 STEPS = 3
 PER_DEVICE = 4
@@ -69,7 +70,9 @@ def _train_and_record_grads(per_device: int, mode: str, out_dir: Path) -> list[t
     )
     model = build_model(ModelSpec("t5", len(tok), 16, 32, 1, 2), seed=0)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    ntl_loss = make_loss("ntl-was", vocab, 0.3, 1.0, causal=False)
+    # the experiments' own loop normalises NTL by number tokens (ntl.experiments.training); the
+    # Trainer path tested here is the library's "tokens" normalisation
+    ntl_loss = ntl_compute_loss_func(vocab, kind="was", ntl_weight=0.3, normalize_by="tokens")
     if mode == "tokens":
         loss_fn = ntl_loss
     else:  # per-process mean: ignores the Trainer's global token count

@@ -22,6 +22,7 @@ from ntl.experiments.evaluation import greedy_decode
 from ntl.experiments.models import ModelSpec, build_model
 from ntl.experiments.training import (
     LOSSES,
+    StepLoss,
     StepStream,
     causal_collate,
     make_loss,
@@ -98,7 +99,15 @@ def test_ntl_loss_is_ce_plus_weighted_ntl(vocab: NumberVocab, kind: str) -> None
     n = int((labels != -100).sum())
     ce = F.cross_entropy(logits.reshape(-1, vocab.vocab_size), labels.reshape(-1), reduction="sum")
     ntl = number_token_loss(logits, labels, vocab, kind=kind, reduction="sum")
-    assert torch.allclose(loss(out, labels), (ce + 0.7 * ntl) / n)
+    m = int(torch.isin(labels, vocab.token_ids).sum())  # the paper: NTL over number tokens
+    assert 0 < m < n
+    assert torch.allclose(loss(out, labels), ce / n + 0.7 * ntl / m)
+    # explicit step-wide denominators (gradient accumulation) replace both counts
+    assert torch.allclose(
+        loss(out, labels, num_items_in_batch=40, num_number_items_in_batch=9),
+        ce / 40 + 0.7 * ntl / 9,
+    )
+    assert loss.count(labels) == (n, m)
 
 
 def test_gaussian_ce(vocab: NumberVocab) -> None:
@@ -128,7 +137,8 @@ def test_gaussian_ce(vocab: NumberVocab) -> None:
     assert float(smooth) == pytest.approx(total / n, rel=1e-5)
     both = make_loss("gauss-ce+ntl-was", vocab, 0.3, 1.5, causal=False)(out, labels)
     was = number_token_loss(logits, labels, vocab, kind="was", reduction="sum")
-    assert float(both) == pytest.approx(total / n + 0.3 * float(was) / n, rel=1e-5)
+    m = int(torch.isin(labels, vocab.token_ids).sum())
+    assert float(both) == pytest.approx(total / n + 0.3 * float(was) / m, rel=1e-5)
 
 
 @pytest.mark.parametrize("loss_name", ["ce", "ntl-was", "gauss-ce+ntl-was"])
@@ -336,3 +346,114 @@ def test_paper_config_runs_all_categories(tmp_path: Path) -> None:
     assert row["eval/extrapolate/count"] == 7.0
     assert "eval/extrapolate/arithmetic__mixed_longer/accuracy" in row
     assert "eval/interpolate/algebra__linear_2d_composed/accuracy" in row
+
+
+class _PerMicroBatchMean:
+    """The non-exact alternative: every micro-batch divided by its own counts."""
+
+    def __init__(self, inner: StepLoss, parts: int) -> None:
+        self.inner, self.parts = inner, parts
+
+    def __call__(self, outputs: object, labels: torch.Tensor, **_: object) -> torch.Tensor:
+        return self.inner(outputs, labels) / self.parts
+
+    def count(self, labels: torch.Tensor) -> tuple[int, int]:
+        return self.inner.count(labels)
+
+
+def _one_step_update(
+    tok: object, vocab: NumberVocab, arch: str, loss: str, grad_accum: int, exact: bool = True
+) -> torch.Tensor:
+    """The parameter change of one SGD(lr=1) step over 8 examples in ``grad_accum`` parts."""
+    from ntl.experiments.training import train_segment
+
+    pairs = [
+        ("What is 12 + 7?", "19"),
+        ("Round 0.25 to one dp.", "0.2"),
+        ("3 - 40", "-37"),
+        ("Calculate the remainder when 99 is divided by 8.", "3"),
+        ("What is the tens digit of 584?", "8"),
+        ("Sum 1 and 2.", "3"),
+        ("Work out 6 * -17.", "-102"),
+        ("What is -91790 rounded to the nearest ten thousand?", "-90000"),
+    ]
+    examples = arith._encode(tok, pairs, arch)
+    model = build_model(ModelSpec(arch, len(tok), 16, 32, 1, 2), seed=0).double()  # type: ignore[arg-type]
+    before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    objective: object = make_loss(loss, vocab, 0.3, 1.0, causal=arch == "causal")
+    if not exact:
+        objective = _PerMicroBatchMean(objective, grad_accum)  # type: ignore[arg-type]
+    collate = causal_collate if arch == "causal" else seq2seq_collate
+    # the same 8 examples as one step (a stream of exactly one epoch in a fixed order)
+    stream = StepStream(examples, seed=0, batch_size=8, start=0, end=1)
+    train_segment(
+        model,
+        optimizer,
+        scheduler,
+        stream,
+        collate,
+        objective,  # type: ignore[arg-type]
+        log_every=1,
+        grad_accum=grad_accum,
+        max_grad_norm=math.inf,
+    )
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return after - before
+
+
+@pytest.mark.parametrize(
+    ("arch", "loss"), [("causal", "ntl-was"), ("t5", "ntl-mse"), ("causal", "gauss-ce+ntl-was")]
+)
+def test_gradient_accumulation_is_exact(
+    tok: object, vocab: NumberVocab, arch: str, loss: str
+) -> None:
+    full = _one_step_update(tok, vocab, arch, loss, grad_accum=1)  # 1 micro-batch of 8
+    four = _one_step_update(tok, vocab, arch, loss, grad_accum=4)  # 4 micro-batches of 2
+    eight = _one_step_update(tok, vocab, arch, loss, grad_accum=8)  # 8 micro-batches of 1
+    scale = float(full.abs().max())
+    assert scale > 0
+    assert float((four - full).abs().max()) <= 1e-9 * scale
+    assert float((eight - full).abs().max()) <= 1e-9 * scale
+    # dividing each micro-batch by its own counts is not the same update (the test can fail)
+    naive = _one_step_update(tok, vocab, arch, loss, grad_accum=4, exact=False)
+    assert float((naive - full).abs().max()) > 1e-3 * scale
+
+
+def test_train_segment_rejects_bad_grad_accum(tok: object, vocab: NumberVocab) -> None:
+    with pytest.raises(ValueError, match="grad_accum"):
+        _one_step_update(tok, vocab, "t5", "ce", grad_accum=0)
+    with pytest.raises(ValueError, match="exceeds batch_size"):
+        _one_step_update(tok, vocab, "t5", "ce", grad_accum=9)
+
+
+def test_heldout_split_and_curve_splits(tmp_path: Path) -> None:
+    cfg = _tiny(
+        categories=("numbers__place_value",),
+        difficulty="train-easy",
+        eval_splits=("heldout", "interpolate"),
+        curve_splits=1,
+        train_size=40,
+        eval_size=20,
+    )
+    train, evals = arith._data(cfg, 0)
+    assert len(train) == 40 and set(evals) == {"heldout", "interpolate"}
+    heldout = evals["heldout"]["numbers__place_value"]
+    assert 0 < len(heldout) <= 20
+    assert not {q for q, _ in heldout} & {q for q, _ in train}  # none seen in training
+    rows = list(arith.run(cfg, tmp_path))
+    first, last = rows[0], rows[-1]
+    assert "eval/heldout/accuracy" not in first  # step 2: no evaluation
+    assert last["step"] == 4
+    assert "eval/heldout/accuracy" in last and "eval/interpolate/accuracy" in last
+    mid = list(arith.run(dataclasses.replace(cfg, eval_every=2), tmp_path / "mid"))
+    assert "eval/heldout/accuracy" in mid[0] and "eval/interpolate/accuracy" not in mid[0]
+    for kw, match in [
+        (dict(difficulty="train-trivial"), "difficulty must be one of"),
+        (dict(eval_splits=("test",)), "eval_splits must be"),
+        (dict(curve_splits=3), "curve_splits must be"),
+        (dict(grad_accum=5), "grad_accum must be"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            next(arith.run(dataclasses.replace(cfg, **kw), tmp_path / "bad"))

@@ -90,3 +90,36 @@ def test_perfect_predictions(values: list[int]) -> None:
 def test_bad_input(preds: object, targets: object, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         number_metrics(preds, targets)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["٣", "۱۲", "３", "1٣", "٣/4", "𝟕"])
+def test_parse_number_rejects_non_ascii_digits(text: str) -> None:
+    # ntl.vocab never makes "٣" a number token; the metrics must not parse it as 3 either.
+    assert parse_number(text) is None
+
+
+def test_whitespace_agrees_between_accuracy_and_token_accuracy() -> None:
+    m = number_metrics([" 7", "12 ", " 3.5"], ["7", " 12", "3.5"])
+    assert m["accuracy"] == 1.0
+    assert m["token_accuracy"] == 1.0
+    assert m["sequence_accuracy"] == 1.0
+
+
+def test_robust_errors_hand_case() -> None:
+    preds = ["100", "99", "1000000000000000000000000000000", "0", "x", "101", "5"]
+    targets = ["100", "100", "100", "0", "3", "102", "50"]
+    m = number_metrics(preds, targets)
+    # valid |errors|: 0, 1, 1e30 - 100, 0, 1, 45 (the invalid "x" is left out)
+    logs = [0.0, math.log10(2), 30.0, 0.0, math.log10(2), math.log10(46)]
+    assert m["log_ae"] == pytest.approx(sum(logs) / 6, rel=1e-12)
+    assert m["median_ae"] == pytest.approx(1.0)
+    # within 1 % of |y|: 100, 99, 0 (exact), 101 (1/102 < 1 %) -> 4 of all 7
+    assert m["within_1pct"] == pytest.approx(4 / 7)
+    # same length and <= 1 character off: "100", "0", "101"|"102" ("99" is shorter) -> 3 of 7
+    assert m["within_one_digit"] == pytest.approx(3 / 7)
+    assert m["mae"] > 1e28  # the paper's MAE stays in the JSON: a runaway dominates it
+
+
+def test_log_ae_of_huge_exact_error_does_not_overflow() -> None:
+    m = number_metrics(["1" + "0" * 400], ["0"])
+    assert m["log_ae"] == pytest.approx(400.0)

@@ -7,6 +7,9 @@ states afterwards, so the result depends only on ``(category, n, seed, split)``.
 Splits follow the package's own ``generate.py``:
 
 - ``"train"``: ``<module>.train(entropy_fn)`` with the full entropy range (the unsplit train set);
+- ``"train-easy"`` / ``"train-medium"`` / ``"train-hard"``: the package's difficulty levels
+  (``generate.py --train_split``): the first / middle / last third of each module's training
+  entropy range (e.g. arithmetic (3, 10) -> (3, 5.33) / (5.33, 7.67) / (7.67, 10));
 - ``"interpolate"``: ``<module>.test()``;
 - ``"extrapolate"``: ``<module>.test_extra()``, whose categories are the ``*_big`` / ``*_longer``
   twins (``arithmetic__add_or_sub_big``, ...). A training category name is accepted too and is
@@ -41,6 +44,7 @@ __all__ = [
     "PAPER_EXTRAPOLATE_CATEGORIES",
     "PAPER_TRAIN_CATEGORIES",
     "SPLITS",
+    "TRAIN_LEVELS",
     "cache_dir",
     "categories",
     "extrapolation_twin",
@@ -50,7 +54,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 CACHE_ENV = "NTL_CACHE_DIR"
-SPLITS = ("train", "interpolate", "extrapolate")
+SPLITS = ("train", "train-easy", "train-medium", "train-hard", "interpolate", "extrapolate")
+TRAIN_LEVELS = ("train", "train-easy", "train-medium", "train-hard")
+"""The training splits: the unsplit one and the package's three difficulty levels."""
 _TOP_MODULES = ("algebra", "arithmetic", "comparison", "numbers")
 
 # The paper's 13 training categories (interpolation uses the same) and 7 extrapolation categories.
@@ -121,8 +127,15 @@ def _entity_hash(entity: object) -> int:
     return int(key)
 
 
-def _identity_entropy(range_: tuple[float, float]) -> tuple[float, float]:
-    return range_
+def _entropy_level(level: int, num_levels: int) -> Callable[[tuple[float, float]], Any]:
+    """The ``level``-th of ``num_levels`` equal parts of an entropy range (the package's rule)."""
+    lower, upper = level / num_levels, (level + 1) / num_levels
+
+    def restrict(range_: tuple[float, float]) -> tuple[float, float]:
+        start, length = range_[0], range_[1] - range_[0]
+        return (start + lower * length, start + upper * length)
+
+    return restrict
 
 
 @lru_cache(maxsize=1)
@@ -132,7 +145,10 @@ def _module_table() -> dict[str, dict[str, Callable[[], Any]]]:
     table: dict[str, dict[str, Callable[[], Any]]] = {s: {} for s in SPLITS}
     for top, mod in mods.items():
         per_split = {
-            "train": mod.train(_identity_entropy),
+            "train": mod.train(_entropy_level(0, 1)),
+            "train-easy": mod.train(_entropy_level(0, 3)),
+            "train-medium": mod.train(_entropy_level(1, 3)),
+            "train-hard": mod.train(_entropy_level(2, 3)),
             "interpolate": mod.test(),
             "extrapolate": mod.test_extra(),
         }
@@ -329,7 +345,8 @@ def generate(
             twin name (``"arithmetic__add_or_sub_big"``) or the training name.
         n: number of pairs (>= 0).
         seed: the seed; the same arguments always give the same list.
-        split: ``"train" | "interpolate" | "extrapolate"``.
+        split: ``"train"`` (all difficulties), ``"train-easy" | "train-medium" | "train-hard"``
+            (the package's difficulty levels), ``"interpolate"`` or ``"extrapolate"``.
         cache: read/write the on-disk cache (see :func:`cache_dir`).
     """
     return generate_many([(category, n, seed, split)], cache=cache)[0]

@@ -1,10 +1,14 @@
 """The paper's mathematics experiment: T5 (or a decoder-only LM) on DeepMind arithmetic questions.
 
-Trains with ``transformers.Trainer`` and one of the loss variants of
-:data:`ntl.experiments.training.LOSSES` (CE, CE + λ·NTL-WAS, CE + λ·NTL-MSE, ...), and evaluates
-greedy answers on the interpolation and extrapolation splits with :func:`ntl.metrics.number_metrics`.
+Trains with the loop of :mod:`ntl.experiments.training` (NTL divided by the number-token
+targets of each optimiser step, exact under gradient accumulation) and one of the loss variants
+of :data:`ntl.experiments.training.LOSSES` (CE, CE + λ·NTL-WAS, CE + λ·NTL-MSE, ...), on a
+difficulty level of the generator (``difficulty``), and evaluates greedy answers on held-out
+questions of that level and/or the package's interpolation and extrapolation splits with
+:func:`ntl.metrics.number_metrics`. The ``laptop-*`` configs are the CPU recipe of
+docs/ntl_recipe.md.
 
-    python -m ntl.experiments.arith --config ntl-was --seed 0 --out /tmp/arith-ntl-was-0
+    python -m ntl.experiments.arith --config laptop-ntl-was --seed 0 --out /tmp/arith-ntl-was-0
 
 Rows: ``losses/train`` every ``log_every`` steps; at every ``eval_every`` steps and at the end
 ``eval/<split>/<metric>`` and ``eval/<split>/<category>/<metric>``.
@@ -24,6 +28,7 @@ from ntl import NumberVocab
 from ntl.data.mathematics import (
     PAPER_EXTRAPOLATE_CATEGORIES,
     PAPER_TRAIN_CATEGORIES,
+    TRAIN_LEVELS,
     extrapolation_twin,
     generate_many,
 )
@@ -40,7 +45,11 @@ from ntl.experiments.training import (
     seq2seq_collate,
 )
 
-__all__ = ["CONFIGS", "ArithConfig", "run"]
+__all__ = ["CONFIGS", "EVAL_SPLITS", "ArithConfig", "run"]
+
+EVAL_SPLITS = ("heldout", "interpolate", "extrapolate")
+HELDOUT_SEED_OFFSET = 7_919
+"""The held-out questions use seed ``data_seed + HELDOUT_SEED_OFFSET`` of the training split."""
 
 QUICK_CATEGORIES = (
     "arithmetic__add_or_sub",
@@ -66,6 +75,14 @@ class ArithConfig:
     """Training (and interpolation) categories of the mathematics dataset."""
     extrapolate_categories: tuple[str, ...] | None = None
     """Extrapolation categories; None: the extrapolation twins of `categories` that exist."""
+    difficulty: str = "train"
+    """Training split of the generator: train (all levels), train-easy, train-medium, train-hard."""
+    eval_splits: tuple[str, ...] = ("interpolate", "extrapolate")
+    """Evaluated splits: interpolate / extrapolate (the package's test sets) and heldout (new
+    questions of the training level and categories, none of them in the training set)."""
+    curve_splits: int = 0
+    """Splits evaluated at the intermediate evaluations: the first `curve_splits` of
+    `eval_splits` (0: all); the final evaluation always covers all of them."""
     train_size: int = 6000
     """Training questions per category."""
     eval_size: int = 150
@@ -85,7 +102,9 @@ class ArithConfig:
     max_steps: int = 1200
     """Optimizer steps."""
     batch_size: int = 32
-    """Questions per step."""
+    """Questions per optimiser step."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step (the loss is normalised over the whole step)."""
     lr: float = 1e-3
     """Peak learning rate of AdamW."""
     weight_decay: float = 0.01
@@ -129,6 +148,22 @@ def _check_config(cfg: ArithConfig) -> None:
         )
     if not cfg.categories:
         raise ValueError("categories must not be empty")
+    if cfg.difficulty not in TRAIN_LEVELS:
+        raise ValueError(f"difficulty must be one of {TRAIN_LEVELS}, got {cfg.difficulty!r}")
+    if not cfg.eval_splits or any(s not in EVAL_SPLITS for s in cfg.eval_splits):
+        raise ValueError(
+            f"eval_splits must be a non-empty subset of {EVAL_SPLITS}, got {cfg.eval_splits!r}"
+        )
+    if not 0 <= cfg.curve_splits <= len(cfg.eval_splits):
+        raise ValueError(
+            f"curve_splits must be in [0, {len(cfg.eval_splits)}], got {cfg.curve_splits!r}"
+        )
+    if (
+        isinstance(cfg.grad_accum, bool)
+        or not isinstance(cfg.grad_accum, int)
+        or not (1 <= cfg.grad_accum <= cfg.batch_size)
+    ):
+        raise ValueError(f"grad_accum must be an int in [1, batch_size], got {cfg.grad_accum!r}")
     if cfg.ntl_weight < 0 or cfg.lr <= 0 or cfg.sigma <= 0:
         raise ValueError(
             f"need ntl_weight >= 0, lr > 0, sigma > 0; got {cfg.ntl_weight}, {cfg.lr}, {cfg.sigma}"
@@ -160,6 +195,41 @@ def _encode(tokenizer: Any, pairs: list[tuple[str, str]], arch: str) -> list[Exa
     return list(zip(qs, ans))
 
 
+def _data(
+    cfg: ArithConfig, data_seed: int
+) -> tuple[list[tuple[str, str]], dict[str, dict[str, list[tuple[str, str]]]]]:
+    """The training pairs and ``{split: {category: pairs}}`` of the evaluated splits.
+
+    All generated in one generator process. Held-out questions come from the training level with
+    another seed; the ones that also occur in the training set are dropped (so a held-out set may
+    have fewer than ``eval_size`` questions where the level has few distinct questions).
+    """
+    requests = [(c, cfg.train_size, data_seed, cfg.difficulty) for c in cfg.categories]
+    split_cats: dict[str, tuple[str, ...]] = {}
+    for split in cfg.eval_splits:
+        split_cats[split] = _extrapolate(cfg) if split == "extrapolate" else tuple(cfg.categories)
+        for c in split_cats[split]:
+            if split == "heldout":
+                requests.append((c, cfg.eval_size, data_seed + HELDOUT_SEED_OFFSET, cfg.difficulty))
+            else:
+                requests.append((c, cfg.eval_size, data_seed, split))
+    generated = generate_many(requests)  # one generator process
+    k = len(cfg.categories)
+    train_pairs = [p for pairs in generated[:k] for p in pairs]
+    seen = {q for q, _ in train_pairs}
+    eval_data: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    rest = iter(generated[k:])
+    for split in cfg.eval_splits:
+        eval_data[split] = {}
+        for c in split_cats[split]:
+            pairs = next(rest)
+            if split == "heldout":
+                pairs = [p for p in pairs if p[0] not in seen]
+            if pairs:
+                eval_data[split][c] = pairs
+    return train_pairs, eval_data
+
+
 def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     """Train and evaluate; yields metric rows; resumes from ``run_dir / "checkpoint.pt"``."""
     _check_config(config)
@@ -170,14 +240,8 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
     tokenizer = digit_tokenizer()
     vocab = NumberVocab.from_tokenizer(tokenizer, vocab_size=len(tokenizer))
     data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
-    requests = [(c, cfg.train_size, data_seed, "train") for c in cfg.categories]
-    requests += [(c, cfg.eval_size, data_seed, "interpolate") for c in cfg.categories]
-    requests += [(c, cfg.eval_size, data_seed, "extrapolate") for c in _extrapolate(cfg)]
-    generated = dict(zip(requests, generate_many(requests)))  # one generator process
-    train_pairs = [p for r in requests if r[3] == "train" for p in generated[r]]
-    eval_data: dict[str, dict[str, list[tuple[str, str]]]] = {"interpolate": {}, "extrapolate": {}}
-    for category, _, _, split in requests[len(cfg.categories) :]:
-        eval_data[split][category] = generated[(category, cfg.eval_size, data_seed, split)]
+    train_pairs, eval_data = _data(cfg, data_seed)
+    curve_data = {s: eval_data[s] for s in cfg.eval_splits[: cfg.curve_splits]}
     examples = _encode(tokenizer, train_pairs, cfg.arch)
     spec = ModelSpec(cfg.arch, len(tokenizer), cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.num_heads)
     model = build_model(spec, cfg.seed)
@@ -195,10 +259,10 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         examples=examples,
         collate=collate,
         compute_loss_func=loss_fn,
-        evaluate=lambda: evaluate_splits(
+        evaluate=lambda final: evaluate_splits(
             model,
             tokenizer,
-            eval_data,
+            eval_data if final or not cfg.curve_splits else curve_data,
             arch=cfg.arch,
             batch_size=cfg.eval_batch_size,
             max_new_tokens=cfg.max_new_tokens,
@@ -211,6 +275,7 @@ def run(config: ArithConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         checkpoint_every=cfg.checkpoint_every,
         run_dir=run_dir,
         config_record=_config_record(cfg),
+        grad_accum=cfg.grad_accum,
     )
 
 
@@ -242,7 +307,50 @@ def _paper(loss: str) -> ArithConfig:
     )
 
 
+LAPTOP_CATEGORIES = (
+    "numbers__place_value",
+    "numbers__round_number",
+    "arithmetic__add_sub_multiple",
+)
+
+
+def _laptop(loss: str, **kw: Any) -> ArithConfig:
+    """The laptop recipe (docs/ntl_recipe.md): a small T5 on three of the paper's categories at
+    the generator's train-easy level; ~1,000 steps take 2-3 CPU-minutes on one idle core."""
+    base: dict[str, Any] = dict(
+        loss=loss,
+        categories=LAPTOP_CATEGORIES,
+        difficulty="train-easy",
+        eval_splits=("heldout", "interpolate"),
+        curve_splits=1,
+        train_size=8000,
+        eval_size=100,
+        arch="t5",
+        d_model=128,
+        d_ff=512,
+        num_layers=2,
+        num_heads=4,
+        max_steps=1000,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=50,
+        log_every=50,
+        eval_every=200,
+        checkpoint_every=200,
+        max_new_tokens=16,
+    )
+    return ArithConfig(**{**base, **kw})
+
+
 CONFIGS: dict[str, ArithConfig] = {
+    "laptop-ce": _laptop("ce"),
+    "laptop-ntl-was": _laptop("ntl-was"),
+    "laptop-ntl-mse": _laptop("ntl-mse"),
+    "laptop-gauss-ce": _laptop("gauss-ce"),
+    "laptop-gauss-ce+ntl-was": _laptop("gauss-ce+ntl-was"),
+    "laptop-ntl-was-0.1": _laptop("ntl-was", ntl_weight=0.1),
+    "laptop-ntl-was-0.8": _laptop("ntl-was", ntl_weight=0.8),
+    "laptop-ntl-was-2.0": _laptop("ntl-was", ntl_weight=2.0),
     "ce": _quick("ce"),
     "ntl-was": _quick("ntl-was"),
     "ntl-mse": _quick("ntl-mse"),

@@ -84,6 +84,8 @@ def evaluate_splits(
     """
     row: dict[str, float] = {}
     for split, per_category in data.items():
+        if not per_category:
+            continue
         all_preds: list[str] = []
         all_targets: list[str] = []
         for category, pairs in per_category.items():

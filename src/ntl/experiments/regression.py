@@ -112,11 +112,23 @@ class EncoderRegressor(nn.Module):
         return {"logits": self.head(pooled).squeeze(-1)}  # (B,)
 
 
-def _mse_loss(outputs: Any, labels: Tensor, num_items_in_batch: Any = None) -> Tensor:
-    pred = outputs["logits"]  # (B,)
-    total = (pred - labels.to(pred.dtype)).square().sum()
-    denom = labels.numel() if num_items_in_batch is None else num_items_in_batch
-    return total / torch.as_tensor(denom, dtype=pred.dtype, device=pred.device)
+class _MSELoss:
+    """Mean squared error of the head's output; the count is the rows of the step."""
+
+    def __call__(
+        self,
+        outputs: Any,
+        labels: Tensor,
+        num_items_in_batch: int | Tensor | None = None,
+        num_number_items_in_batch: int | Tensor | None = None,
+    ) -> Tensor:
+        pred = outputs["logits"]  # (B,)
+        total = (pred - labels.to(pred.dtype)).square().sum()
+        denom = labels.numel() if num_items_in_batch is None else num_items_in_batch
+        return total / torch.as_tensor(denom, dtype=pred.dtype, device=pred.device)
+
+    def count(self, labels: Tensor) -> tuple[int, int]:
+        return labels.numel(), 0
 
 
 def _head_collate(batch: Sequence[tuple[list[int], float]]) -> dict[str, Tensor]:
@@ -175,9 +187,9 @@ def run(config: RegressionConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         model: nn.Module = regressor
         examples: list[Any] = [(x, (float(a) - mean) / std) for x, (_, a) in zip(inputs, train)]
         collate: Any = _head_collate
-        loss_fn: Any = _mse_loss
+        loss_fn: Any = _MSELoss()
 
-        def evaluate() -> dict[str, float]:
+        def evaluate(final: bool = True) -> dict[str, float]:
             model.eval()
             with torch.no_grad():
                 batch = _head_collate([(x, 0.0) for x in tokenizer(questions)["input_ids"]])
@@ -194,7 +206,7 @@ def run(config: RegressionConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
         examples = list(zip(inputs, tokenizer([a for _, a in train])["input_ids"]))
         collate = seq2seq_collate
 
-        def evaluate() -> dict[str, float]:
+        def evaluate(final: bool = True) -> dict[str, float]:
             preds = greedy_decode(model, tokenizer, questions, arch="t5", max_new_tokens=8)
             return {f"regression/{k}": v for k, v in number_metrics(preds, targets).items()}
 

@@ -1,8 +1,9 @@
-"""Training glue shared by the NTL experiments: data streams, collators, losses, Trainer segments.
+"""Training glue shared by the NTL experiments: data streams, collators, losses, the training loop.
 
-Training uses ``transformers.Trainer`` unchanged, with our ``compute_loss_func`` and our own
-optimizer and LR scheduler passed through ``optimizers=``. A run is a sequence of *segments*
-(one short-lived Trainer each, ``max_steps`` = the segment length). The data order is a pure
+Training is a plain loop (:func:`train_segment`): AdamW, linear warm-up / decay, gradient
+clipping, and gradient accumulation whose loss denominators are the target-token and
+number-token counts of the whole optimiser step (the paper's NTL normalisation, exact under
+accumulation). A run is a sequence of *segments* between evaluations / checkpoints. The data order is a pure
 function of ``(seed, global step)``, the model has no dropout, and model / optimizer / scheduler
 states are saved at segment ends, so a resumed run reproduces an uninterrupted one exactly.
 """
@@ -13,18 +14,20 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ntl import NumberVocab, gaussian_number_targets, number_token_loss
-from ntl.hf import ntl_compute_loss_func, shift_labels
+from ntl import NumberVocab, cross_entropy_with_ntl, gaussian_number_targets, number_token_loss
+from ntl.hf import shift_labels
 
 __all__ = [
     "LOSSES",
     "Example",
+    "Objective",
+    "StepLoss",
     "StepStream",
     "causal_collate",
     "load_checkpoint",
@@ -118,60 +121,85 @@ def causal_collate(batch: Sequence[Example], pad_id: int = 0, sep_id: int = 3) -
     }
 
 
-def _gaussian_ce_loss(
-    vocab: NumberVocab, sigma: float, ntl_weight: float, causal: bool
-) -> Callable[..., Tensor]:
-    """CE whose targets at digit positions are a Gaussian over the digits (+ optional NTL-WAS).
+class StepLoss:
+    """One loss variant of :data:`LOSSES` as a training objective with explicit denominators.
 
-    Both terms are sums over non-ignored positions divided by ``num_items_in_batch`` (else by the
-    micro-batch's non-ignored count): the "tokens" normalisation.
+    ``loss(outputs, labels, num_items_in_batch, num_number_items_in_batch)``: the CE part is
+    summed over the non-ignored target positions and divided by ``num_items_in_batch``, the NTL
+    part summed over the number-token positions and divided by ``num_number_items_in_batch`` (the
+    paper's normalisation). Both default to the micro-batch's own counts; a training loop that
+    accumulates gradients passes the counts of the whole optimiser step (:meth:`count`), which
+    makes the accumulated gradient equal to the one of a single batch.
+
+    ``causal=True``: ``labels`` are unshifted (position t holds token t); targets are shifted.
     """
 
-    def compute_loss(
-        outputs: Any, labels: Tensor, num_items_in_batch: int | Tensor | None = None
+    def __init__(
+        self, name: str, vocab: NumberVocab, ntl_weight: float, sigma: float, causal: bool
+    ) -> None:
+        if name not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {name!r}")
+        self.name, self.vocab, self.causal, self.sigma = name, vocab, causal, sigma
+        self.ntl_weight = ntl_weight if "ntl" in name else 0.0
+        self.kind = name.removeprefix("ntl-") if name.startswith("ntl-") else "was"
+
+    def targets(self, labels: Tensor) -> Tensor:
+        """The labels each logit position is trained on (shifted for a causal model)."""
+        return shift_labels(labels) if self.causal else labels
+
+    def count(self, labels: Tensor) -> tuple[int, int]:
+        """``(target tokens, number-token targets)`` of ``labels``."""
+        targets = self.targets(labels)
+        valid = targets != -100
+        ids = self.vocab.token_ids.to(targets.device)
+        number = valid & torch.isin(targets, ids)
+        return int(valid.sum()), int(number.sum())
+
+    def __call__(
+        self,
+        outputs: Any,
+        labels: Tensor,
+        num_items_in_batch: int | Tensor | None = None,
+        num_number_items_in_batch: int | Tensor | None = None,
     ) -> Tensor:
         logits = outputs.logits  # (B, T, V)
-        labels = labels.to(logits.device)
-        if causal:
-            labels = shift_labels(labels)
+        targets = self.targets(labels.to(logits.device))  # (B, T)
+        if not self.name.startswith("gauss"):
+            return cross_entropy_with_ntl(
+                logits,
+                targets,
+                self.vocab,
+                kind=self.kind,
+                ntl_weight=self.ntl_weight,
+                normalize_by="number_tokens",
+                num_items_in_batch=num_items_in_batch,
+                num_number_items_in_batch=num_number_items_in_batch,
+            )
+        tokens, numbers = self.count(labels)
+        denom = float(tokens if num_items_in_batch is None else num_items_in_batch)
+        num_denom = float(
+            numbers if num_number_items_in_batch is None else num_number_items_in_batch
+        )
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-        valid = labels != -100  # (B, T)
-        q_num = gaussian_number_targets(labels, vocab, sigma)  # (B, T, K)
+        valid = targets != -100  # (B, T)
+        q_num = gaussian_number_targets(targets, self.vocab, self.sigma)  # (B, T, K)
         is_num = q_num.sum(-1) > 0  # (B, T)
-        ids = vocab.token_ids.to(logits.device)
-        hard = -logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+        ids = self.vocab.token_ids.to(logits.device)
+        hard = -logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # (B, T)
         soft = -(q_num * logp.index_select(-1, ids)).sum(-1)  # (B, T)
         per_pos = torch.where(is_num, soft, hard) * valid
-        denom = (
-            torch.as_tensor(num_items_in_batch, dtype=logp.dtype, device=logp.device)
-            if num_items_in_batch is not None
-            else valid.sum().clamp_min(1).to(logp.dtype)
-        )
-        loss = per_pos.sum() / denom
-        if ntl_weight:
-            loss = (
-                loss
-                + ntl_weight
-                * number_token_loss(logits, labels, vocab, kind="was", reduction="sum")
-                / denom
-            )
+        loss = per_pos.sum() / max(denom, 1.0)
+        if self.ntl_weight:
+            ntl = number_token_loss(logits, targets, self.vocab, kind="was", reduction="sum")
+            loss = loss + self.ntl_weight * ntl / max(num_denom, 1.0)
         return loss
-
-    return compute_loss
 
 
 def make_loss(
     loss: str, vocab: NumberVocab, ntl_weight: float, sigma: float, causal: bool
-) -> Callable[..., Tensor]:
-    """The ``compute_loss_func`` of a loss variant (see :data:`LOSSES`)."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if loss == "ce":
-        return ntl_compute_loss_func(vocab, kind="was", ntl_weight=0.0, causal=causal)
-    if loss.startswith("ntl-"):
-        kind = loss.removeprefix("ntl-")
-        return ntl_compute_loss_func(vocab, kind=kind, ntl_weight=ntl_weight, causal=causal)
-    return _gaussian_ce_loss(vocab, sigma, ntl_weight if "ntl" in loss else 0.0, causal)
+) -> StepLoss:
+    """The training objective of a loss variant (see :data:`LOSSES` and :class:`StepLoss`)."""
+    return StepLoss(loss, vocab, ntl_weight, sigma, causal)
 
 
 def make_optimizer(
@@ -185,65 +213,86 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+class Objective(Protocol):
+    """What the training loop needs of a loss: a call with explicit denominators and a count."""
+
+    def __call__(
+        self,
+        outputs: Any,
+        labels: Tensor,
+        num_items_in_batch: int | Tensor | None = None,
+        num_number_items_in_batch: int | Tensor | None = None,
+    ) -> Tensor: ...
+
+    def count(self, labels: Tensor) -> tuple[int, int]: ...
+
+
+def _split(examples: list[Any], parts: int) -> list[list[Any]]:
+    size = -(-len(examples) // parts)
+    return [examples[i : i + size] for i in range(0, len(examples), size)]
+
+
 def train_segment(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     dataset: StepStream,
     collate: Callable[[Sequence[Any]], dict[str, Tensor]],
-    compute_loss_func: Callable[..., Tensor] | None,
+    objective: Objective,
     *,
-    first_step: int,
     log_every: int,
-    work_dir: Path,
-    seed: int,
+    grad_accum: int = 1,
+    max_grad_norm: float = 1.0,
 ) -> dict[int, dict[str, float]]:
-    """Train ``dataset.end - dataset.start`` steps with a fresh ``transformers.Trainer``.
+    """Train global steps ``dataset.start .. dataset.end - 1``; one optimiser step each.
 
-    Returns ``{global step: {"losses/train", "losses/grad_norm", "charts/learning_rate"}}`` for the
-    steps the Trainer logged (every ``log_every`` steps of the segment).
+    Each step's ``dataset.batch_size`` examples are split into ``grad_accum`` micro-batches; the
+    loss of every micro-batch is divided by the target-token and number-token counts of the
+    *whole step* (``objective.count`` summed over its micro-batches), so the accumulated
+    gradient is the one of the full batch whatever ``grad_accum`` is. Then the gradient is
+    clipped to ``max_grad_norm``, AdamW steps, the scheduler steps.
+
+    Returns ``{global step: {"losses/train", "losses/grad_norm", "charts/learning_rate"}}`` every
+    ``log_every`` global steps; ``losses/train`` is the mean step loss since the last log.
     """
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
-    steps = dataset.end - dataset.start
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"grad_accum must be a positive int, got {grad_accum!r}")
+    if grad_accum > dataset.batch_size:
+        raise ValueError(f"grad_accum={grad_accum} exceeds batch_size={dataset.batch_size}")
+    model.train()
+    device = next(model.parameters()).device
+    stream = iter(dataset)
     logged: dict[int, dict[str, float]] = {}
-
-    class _Collect(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs and "loss" in logs:
-                row = {"losses/train": float(logs["loss"])}
-                if "grad_norm" in logs:
-                    row["losses/grad_norm"] = float(logs["grad_norm"])
-                if "learning_rate" in logs:
-                    row["charts/learning_rate"] = float(logs["learning_rate"])
-                logged[first_step + int(state.global_step)] = row
-
-    args = TrainingArguments(
-        output_dir=str(work_dir),
-        max_steps=steps,
-        per_device_train_batch_size=dataset.batch_size,
-        logging_strategy="steps",
-        logging_steps=log_every,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        seed=seed,
-        max_grad_norm=1.0,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=collate,
-        compute_loss_func=compute_loss_func,
-        optimizers=(optimizer, scheduler),
-        callbacks=[_Collect()],
-    )
-    trainer.remove_callback(PrinterCallback)  # rows are our output; no log dicts on stdout
-    trainer.train()
+    window: list[float] = []
+    for step in range(dataset.start, dataset.end):
+        examples = [next(stream) for _ in range(dataset.batch_size)]
+        batches = [collate(chunk) for chunk in _split(examples, grad_accum)]
+        counts = [objective.count(b["labels"]) for b in batches]
+        tokens = sum(c[0] for c in counts)
+        numbers = sum(c[1] for c in counts)
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for batch in batches:
+            labels = batch.pop("labels").to(device)
+            outputs = model(**{k: v.to(device) for k, v in batch.items()})
+            loss = objective(
+                outputs, labels, num_items_in_batch=tokens, num_number_items_in_batch=numbers
+            )
+            loss.backward()
+            step_loss += float(loss.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        lr = float(scheduler.get_last_lr()[0])
+        scheduler.step()
+        window.append(step_loss)
+        done = step + 1
+        if done % log_every == 0:
+            logged[done] = {
+                "losses/train": sum(window) / len(window),
+                "losses/grad_norm": float(grad_norm),
+                "charts/learning_rate": lr,
+            }
+            window = []
     return logged
 
 
@@ -276,8 +325,8 @@ def run_segments(
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     examples: Sequence[Any],
     collate: Callable[[Sequence[Any]], dict[str, Tensor]],
-    compute_loss_func: Callable[..., Tensor] | None,
-    evaluate: Callable[[], dict[str, float]],
+    compute_loss_func: Objective,
+    evaluate: Callable[[bool], dict[str, float]],
     seed: int,
     batch_size: int,
     max_steps: int,
@@ -286,10 +335,12 @@ def run_segments(
     checkpoint_every: int,
     run_dir: Path,
     config_record: dict[str, Any],
+    grad_accum: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """The resumable training loop shared by the experiments; yields metric rows.
 
-    Segments end at multiples of ``eval_every`` and ``checkpoint_every`` and at ``max_steps``.
+    Segments end at multiples of ``eval_every`` and ``checkpoint_every`` and at ``max_steps``;
+    ``evaluate(final)`` runs at every multiple of ``eval_every`` and at the end (``final=True``).
     At a checkpoint the state *and that segment's rows* are saved to ``run_dir/checkpoint.pt``
     before the rows are yielded; a resumed run yields those rows again first (a consumer that
     already stored them drops them by step), then continues exactly as an uninterrupted run.
@@ -318,14 +369,12 @@ def run_segments(
             StepStream(examples, seed, batch_size, step, boundary),
             collate,
             compute_loss_func,
-            first_step=step,
             log_every=log_every,
-            work_dir=run_dir / "trainer",
-            seed=seed,
+            grad_accum=grad_accum,
         )
         step = boundary
         if step % eval_every == 0 or step == max_steps:
-            logged.setdefault(step, {}).update(evaluate())
+            logged.setdefault(step, {}).update(evaluate(step == max_steps))
         rows = [{"step": s, **logged[s]} for s in sorted(logged)]
         if step % checkpoint_every == 0 or step == max_steps:
             save_checkpoint(

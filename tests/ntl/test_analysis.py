@@ -1,0 +1,112 @@
+"""ntl.experiments.analysis on hand-made run folders."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ntl.experiments.analysis import (
+    bootstrap_ci,
+    first_step_reaching,
+    format_report,
+    load_curves,
+    paired_difference,
+    plot_curves,
+)
+
+M = "eval/heldout/accuracy"
+
+
+def _write(root: Path, config: str, seed: int, rows: list[dict[str, float]]) -> None:
+    d = root / config / f"seed-{seed}"
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    # ce reaches 0.5 at step 200 on every seed; ntl is +0.1 better on seeds 0-2 at the end.
+    for seed, end in enumerate([0.6, 0.7, 0.8]):
+        _write(
+            tmp_path,
+            "ce",
+            seed,
+            [
+                {"step": 50, "losses/train": 2.0},
+                {"step": 100, M: 0.1},
+                {"step": 200, M: 0.5},
+                {"step": 300, M: end},
+            ],
+        )
+        _write(
+            tmp_path,
+            "ntl-was",
+            seed,
+            [
+                {"step": 100, M: 0.5},
+                {"step": 200, M: 0.6},
+                {"step": 300, M: end + 0.1},
+            ],
+        )
+    _write(tmp_path, "ntl-was", 3, [{"step": 100, M: 0.9}])  # unpaired, unfinished seed
+    (tmp_path / "ce" / "seed-2" / "metrics.jsonl").open("a").write('{"step": 400, "eval')  # torn
+    return tmp_path
+
+
+def test_load_curves(root: Path) -> None:
+    curves = load_curves(root, M)
+    assert sorted(curves) == ["ce", "ntl-was"]
+    assert curves["ce"][1] == {100: 0.1, 200: 0.5, 300: 0.7}
+    assert curves["ntl-was"][3] == {100: 0.9}
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        load_curves(root / "nope", M)
+
+
+def test_bootstrap_ci_hand_cases() -> None:
+    est = bootstrap_ci([0.3, 0.3, 0.3])
+    assert (est.mean, est.lo, est.hi, est.n) == (
+        pytest.approx(0.3),
+        pytest.approx(0.3),
+        pytest.approx(0.3),
+        3,
+    )
+    est = bootstrap_ci([0.0, 1.0], n_boot=20_000)
+    # resamples of two values: means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    assert est.mean == 0.5 and est.lo == 0.0 and est.hi == 1.0
+    est = bootstrap_ci(list(np.linspace(0, 1, 50)))
+    assert est.lo < 0.5 < est.hi and est.hi - est.lo < 0.3
+    assert bootstrap_ci([]).n == 0 and math.isnan(bootstrap_ci([]).mean)
+    assert str(bootstrap_ci([0.123456, 0.123456])) == "0.123 [0.123, 0.123] (n=2)"
+
+
+def test_paired_difference_uses_common_seeds(root: Path) -> None:
+    curves = load_curves(root, M)
+    end = paired_difference(curves, "ce", "ntl-was")
+    # seed 3 of ntl-was has no ce partner: left out; every pair differs by exactly +0.1
+    assert end.n == 3 and end.mean == pytest.approx(0.1)
+    assert end.lo == pytest.approx(0.1) and end.hi == pytest.approx(0.1)
+    at100 = paired_difference(curves, "ce", "ntl-was", step=100)
+    assert at100.mean == pytest.approx(0.4) and at100.n == 3
+
+
+def test_first_step_reaching() -> None:
+    assert first_step_reaching({100: 0.1, 200: 0.5, 300: 0.4}, 0.5) == 200
+    assert first_step_reaching({100: 0.1}, 0.5) is None
+    assert first_step_reaching({100: 3.0, 200: 0.9}, 1.0, higher_is_better=False) == 200
+
+
+def test_report_and_plot(root: Path, tmp_path: Path) -> None:
+    curves = load_curves(root, M)
+    text = format_report(curves, M, base="ce", budgets=[200], threshold=0.5)
+    # "end" is step 300; ntl-was's seed 3 stopped at step 100 and is left out there
+    assert "| ntl-was | 0.8 [0.7, 0.9] (n=3) |" in text
+    assert "| ce | 0.7 [0.6, 0.8] (n=3) | 0.5 [0.5, 0.5] (n=3) |" in text
+    assert "| ntl-was | 0.1 [0.1, 0.1] (n=3) | 0.1 [0.1, 0.1] (n=3) |" in text
+    assert "| ce | 200 | 200, 200, 200 |" in text
+    assert "| ntl-was | 100 | 100, 100, 100 |" in text  # seed 3 is unfinished
+    png = plot_curves(curves, M, tmp_path / "plot" / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
