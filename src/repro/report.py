@@ -37,7 +37,20 @@ __all__ = ["ROLLING_WINDOW", "fmt_cell", "fmt_num", "render", "render_report", "
 
 ROLLING_WINDOW = 150
 GRID_POINTS = 400
-_METRIC_ORDER = ("accuracy", "token_accuracy", "mae", "rmse", "r2", "median_ae", "invalid_rate")
+# robust number errors first (a few runaway outputs dominate mae/rmse/r2; those follow, and
+# fmt_cell flags an outlier-dominated spread instead of printing it)
+_METRIC_ORDER = (
+    "accuracy",
+    "token_accuracy",
+    "median_ae",
+    "log_ae",
+    "within_1pct",
+    "within_one_digit",
+    "invalid_rate",
+    "mae",
+    "rmse",
+    "r2",
+)
 _CURVE_PREFIXES = ("losses/", "train/loss")
 _MAX_CURVES = 6
 
