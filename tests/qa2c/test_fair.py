@@ -128,7 +128,9 @@ def test_quantum_agent_is_the_readme_q2q_improved(tmp_path: Path) -> None:
     """Same agent, algorithm and seed: the same training episodes as cartpole's Q2Q-improved."""
     from qa2c.experiments import cartpole
 
-    ref = dataclasses.replace(cartpole.CONFIGS["Q2Q-improved"], seed=3, total_steps=400)
+    ref = dataclasses.replace(
+        cartpole.CONFIGS["Q2Q-improved"], seed=3, total_steps=400, engine="torch"
+    )
     cfg = dataclasses.replace(CONFIGS["cartpole-Q2Q"], seed=3, total_steps=400, eval_every=400)
     want = [(r["step"], r["charts/episodic_return"]) for r in cartpole.run(ref, tmp_path / "a")]
     got = [
