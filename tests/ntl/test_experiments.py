@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ntl import NumberVocab, number_token_loss
-from ntl.data.mathematics import CACHE_ENV
+from ntl.data.mathematics import CACHE_ENV, PAPER_TRAIN_CATEGORIES
 from ntl.data.tokenizer import digit_tokenizer
 from ntl.experiments import arith, regression
 from ntl.experiments.evaluation import greedy_decode
@@ -273,6 +273,23 @@ def test_named_configs() -> None:
     assert len(arith.CONFIGS["paper-ce"].extrapolate_categories or ()) == 7
     assert set(regression.CONFIGS) == {"ce", "ntl-was", "regression-head"}
     assert regression.CONFIGS["ntl-was"].ntl_weight == 2.0
+
+
+def test_laptop2_configs_exist_and_validate() -> None:
+    names = ("laptop2-ce", "laptop2-ntl-was", "laptop2-ntl-mse")
+    configs = [arith.CONFIGS[n] for n in names]
+    assert [c.loss for c in configs] == ["ce", "ntl-was", "ntl-mse"]
+    for cfg in configs:
+        arith.PROTOCOL["validate"](cfg)
+        assert cfg.ntl_weight == 0.3
+        assert set(cfg.categories) <= set(PAPER_TRAIN_CATEGORIES) and len(cfg.categories) >= 3
+        assert cfg.difficulty == "train-easy" and cfg.num_threads == 1
+        assert cfg.eval_splits[0] == "heldout" and cfg.curve_splits == 1
+    # the NTL configs differ from the CE baseline in the loss only
+    base = dataclasses.asdict(configs[0])
+    for cfg in configs[1:]:
+        diff = {k for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
+        assert diff == {"loss"}
 
 
 def test_diabetes_text(tok: object) -> None:

@@ -342,6 +342,42 @@ def _laptop(loss: str, **kw: Any) -> ArithConfig:
     return ArithConfig(**{**base, **kw})
 
 
+LAPTOP2_CATEGORIES = (
+    "numbers__place_value",
+    "numbers__round_number",
+    "numbers__div_remainder",
+)
+
+
+def _laptop2(loss: str, **kw: Any) -> ArithConfig:
+    """The second laptop recipe (docs/ntl_recipe.md, "Recipe 2"): the decoder-only model of the
+    issue's measurement on three of the paper's numbers categories at train-easy, trained 3,000
+    steps (about 15 CPU-minutes with its evaluations) with a schedule sized to the run."""
+    base: dict[str, Any] = dict(
+        loss=loss,
+        categories=LAPTOP2_CATEGORIES,
+        difficulty="train-easy",
+        eval_splits=("heldout", "interpolate"),
+        curve_splits=1,
+        train_size=15000,
+        eval_size=100,
+        arch="causal",
+        d_model=128,
+        d_ff=512,
+        num_layers=4,
+        num_heads=4,
+        max_steps=3000,
+        batch_size=32,
+        lr=2e-3,
+        warmup_steps=100,
+        log_every=50,
+        eval_every=250,
+        checkpoint_every=250,
+        max_new_tokens=16,
+    )
+    return ArithConfig(**{**base, **kw})
+
+
 CONFIGS: dict[str, ArithConfig] = {
     "laptop-ce": _laptop("ce"),
     "laptop-ntl-was": _laptop("ntl-was"),
@@ -351,6 +387,9 @@ CONFIGS: dict[str, ArithConfig] = {
     "laptop-ntl-was-0.1": _laptop("ntl-was", ntl_weight=0.1),
     "laptop-ntl-was-0.8": _laptop("ntl-was", ntl_weight=0.8),
     "laptop-ntl-was-2.0": _laptop("ntl-was", ntl_weight=2.0),
+    "laptop2-ce": _laptop2("ce"),
+    "laptop2-ntl-was": _laptop2("ntl-was"),
+    "laptop2-ntl-mse": _laptop2("ntl-mse"),
     "ce": _quick("ce"),
     "ntl-was": _quick("ntl-was"),
     "ntl-mse": _quick("ntl-mse"),
