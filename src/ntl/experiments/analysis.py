@@ -9,7 +9,7 @@ with ``ROOT = OUT/ntl-arith``; ``ROOT/<config>/<N>/`` works too) and answers, pe
 - the first evaluated step at which the seed-mean curve (and each seed) reaches a threshold;
 - a plot of the seed-mean curves with 95 % bootstrap bands.
 
-    python -m ntl.experiments.analysis /work/runs/ntl/ntl-arith --base ce \\
+    python -m ntl.experiments.analysis runs/ntl/ntl-arith --base ce \\
         --metric eval/heldout/accuracy --budgets 500,1000 --plot docs/ntl_arith_curves.png
 
 Tables print three significant digits.
