@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ntl import NumberVocab, cross_entropy_with_ntl, gaussian_number_targets, number_token_loss
+from ntl import (
+    NumberVocab,
+    count_targets,
+    cross_entropy_with_ntl,
+    gaussian_number_targets,
+    number_token_loss,
+)
 from ntl.hf import shift_labels
 
 __all__ = [
@@ -149,11 +155,8 @@ class StepLoss:
 
     def count(self, labels: Tensor) -> tuple[int, int]:
         """``(target tokens, number-token targets)`` of ``labels``."""
-        targets = self.targets(labels)
-        valid = targets != -100
-        ids = self.vocab.token_ids.to(targets.device)
-        number = valid & torch.isin(targets, ids)
-        return int(valid.sum()), int(number.sum())
+        items, numbers = count_targets(self.targets(labels), self.vocab)
+        return int(items), int(numbers)
 
     def __call__(
         self,
