@@ -105,7 +105,8 @@ def test_killed_driver_takes_its_workers_along_and_rerun_trains_each_step_once(
     proc.kill()
     proc.wait()
     _wait_for(lambda: all(_gone(p) for p in workers), "the workers to die with their driver")
-    assert lock_owner(first.parent) is None  # the dead worker's lock is released
+    # the dead worker's lock is released (by the kernel, once the last holder of its fd is gone)
+    _wait_for(lambda: lock_owner(first.parent) is None, "the dead worker's lock to be released")
     assert main([*_argv(out, "--workers", "1", "--no-progress")]) == 0  # resume at once
     _assert_same_as_reference(out, reference)
 
