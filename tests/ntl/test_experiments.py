@@ -290,6 +290,19 @@ def test_laptop2_configs_exist_and_validate() -> None:
     for cfg in configs[1:]:
         diff = {k for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
         assert diff == {"loss"}
+    # the ablations differ in the loss and/or lambda only
+    for name, loss, weight in (
+        ("laptop2-gauss-ce", "gauss-ce", 0.3),
+        ("laptop2-gauss-ce+ntl-was", "gauss-ce+ntl-was", 0.3),
+        ("laptop2-ntl-was-0.1", "ntl-was", 0.1),
+        ("laptop2-ntl-was-0.8", "ntl-was", 0.8),
+        ("laptop2-ntl-was-2.0", "ntl-was", 2.0),
+    ):
+        cfg = arith.CONFIGS[name]
+        arith.PROTOCOL["validate"](cfg)
+        assert (cfg.loss, cfg.ntl_weight) == (loss, weight)
+        diff = {k for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
+        assert diff <= {"loss", "ntl_weight"}
 
 
 def test_diabetes_text(tok: object) -> None:
