@@ -60,16 +60,18 @@ QUICK_PLAN: tuple[QuickStep, ...] = (
     ),
     QuickStep(
         "ntl-arith",
-        ("laptop-ntl-was", "laptop-ntl-mse", "laptop-ce"),
+        ("laptop2-ntl-was", "laptop2-ntl-mse", "laptop2-ce"),
         (0,),
         (
             "categories=numbers__place_value",
             "max_steps=400",
             "train_size=4000",
+            "warmup_steps=50",
             "eval_every=200",
             "checkpoint_every=200",
         ),
-        why="CE vs CE + NTL-WAS vs CE + NTL-MSE, the laptop T5 recipe on place value (train-easy)",
+        why="CE vs CE + NTL-WAS vs CE + NTL-MSE, the laptop2 decoder-only recipe on place value "
+        "(train-easy; CE reached 38 % held-out exact match in 80 CPU-seconds)",
     ),
     QuickStep(
         "qa2c-cartpole",
