@@ -314,7 +314,8 @@ def run(config: RegressionConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
 
     def scored(preds: list[str]) -> dict[str, float]:
         row = {f"regression/{k}": v for k, v in number_metrics(preds, test.targets).items()}
-        row["regression/r2_over_gbr"] = row["regression/r2"] / baselines["baseline/gbr_r2"]
+        gbr = baselines["baseline/gbr_r2"]  # nan where boosting itself explains nothing
+        row["regression/r2_over_gbr"] = row["regression/r2"] / gbr if gbr > 0 else float("nan")
         return {**row, **baselines}
 
     if cfg.method == "regression-head":
