@@ -271,7 +271,7 @@ def test_named_configs() -> None:
     assert arith.CONFIGS["ntl-was"].loss == "ntl-was" and arith.CONFIGS["ntl-was"].ntl_weight == 0.3
     assert len(arith.CONFIGS["paper-ce"].categories) == 13
     assert len(arith.CONFIGS["paper-ce"].extrapolate_categories or ()) == 7
-    assert set(regression.CONFIGS) == {"ce", "ntl-was", "regression-head"}
+    assert {"ce", "ntl-was", "regression-head"} <= set(regression.CONFIGS)
     assert regression.CONFIGS["ntl-was"].ntl_weight == 2.0
 
 
