@@ -9,6 +9,9 @@ of tiny ops.) The conventions are those of :class:`qa2c.sim.spec.CircuitSpec`: e
 (a signed permutation of the amplitudes) and the per-wire rotation string (``"ZYZ"`` = RZ, RY, RZ
 applied in that order), or the reverse for ``layer_order="rotations_first"``.
 
+The default gradient (``formulation="adjoint"``) is a hand-written adjoint sweep
+(:func:`_adjoint_core`), tested against JAX's autodiff of the same gates and against torch.
+
 Weights that the light cone proves dead (``qa2c.sim.diagnostics.dead_parameters``) enter through
 ``stop_gradient``: their gradient is exactly zero, so Adam never moves them.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -107,19 +111,22 @@ class CircuitFn:
         return self.fn(weights, x, input_weights)
 
 
-FORMULATIONS = ("elementwise", "layer_matrix")
+FORMULATIONS = ("adjoint", "elementwise", "layer_matrix")
 
 
 def circuit_fn(
     spec: CircuitSpec,
     output: str = "expval",
     zero_dead: bool = True,
-    formulation: str = "elementwise",
+    formulation: str = "adjoint",
 ) -> CircuitFn:
     """The circuit of ``spec`` as a pure JAX function (see :class:`CircuitFn`).
 
     ``output``: ``"expval"`` (⟨Z_i⟩ of the measured wires) or ``"prob0"`` ((1 + ⟨Z_i⟩)/2).
     ``zero_dead``: give light-cone-dead weights an exactly zero gradient.
+    ``formulation``: ``"adjoint"`` (default: elementwise gates, gradient by the adjoint sweep of
+    :func:`_adjoint_core`), ``"elementwise"`` (the same gates, gradient by JAX's autodiff: the
+    reference the adjoint is tested against) or ``"layer_matrix"`` (one 16x16 product per layer).
     """
     if output not in OUTPUTS:
         raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
@@ -228,4 +235,147 @@ def circuit_fn(
         re, im = state
         return (re * re + im * im) @ readout.astype(re.dtype)  # (B, m)
 
-    return CircuitFn(spec, output, dead, fn if formulation == "elementwise" else fn_matrix)
+    core = _adjoint_core(spec, perm, sign)
+
+    def fn_adjoint(weights: Array, x: Array, input_weights: Array | None) -> Array:
+        if any_dead:
+            weights = jnp.where(dead, jax.lax.stop_gradient(weights), weights)
+        u = jnp.stack(rotations(weights), -1)  # (n, L, 8)
+        re0, im0 = product_state(half_angles(x, input_weights, 0))
+        if spec.reupload and spec.n_layers > 1:
+            h = jnp.stack([half_angles(x, input_weights, k) for k in range(1, spec.n_layers)], -2)
+            enc = jnp.stack([jnp.cos(h), jnp.sin(h)], -1)  # (B, L-1, n_in, 2)
+        else:
+            enc = jnp.zeros((*x.shape[:-1], 0, n_in, 2), x.dtype)
+        probs = core(u, enc, re0, im0)  # (B, D)
+        return probs @ readout.astype(probs.dtype)  # (B, m)
+
+    fns = {"adjoint": fn_adjoint, "elementwise": fn, "layer_matrix": fn_matrix}
+    return CircuitFn(spec, output, dead, fns[formulation])
+
+
+def _adjoint_core(
+    spec: CircuitSpec, perm: np.ndarray, sign: np.ndarray
+) -> Callable[[Array, Array, Array, Array], Array]:
+    """``core(u (n, L, 8), enc (B, L-1, n_in, 2), re0, im0 (B, D)) -> |ψ|² (B, D)``.
+
+    The circuit after its first encoding: per layer the re-uploaded RX gates (``enc``: their
+    cos and sin of the half angle, per row), the entangler (a signed permutation) and one 2x2
+    gate per wire (``u``: the wire's whole rotation string, entries u00, u01, u10, u11 as (re, im)
+    pairs), applied with the elementwise arithmetic of :func:`_apply_1q`.
+
+    The gradient is the adjoint method: the cotangent ``λ = ∂L/∂ψ`` runs backwards through the
+    transposed gates (``U†``), and a gate's entry ``u_ij = a + ib`` gets ``∂L/∂a = Re S_ij``,
+    ``∂L/∂b = -Im S_ij`` with ``S_ij = Σ conj(λ_i)·ψ_j`` over the amplitude pairs the gate mixes
+    (``ψ_j``: the half of the state with the gate's bit = j, before the gate; ``λ_i``: after).
+    Every gate's products are stacked and summed in ONE reduction at the end. (JAX's autodiff of
+    the same forward reduces every gate entry separately: 128 kernels for the paper's circuit
+    instead of about 60, 1.45x the gradient's run time and 3-6x its compile time at 10 agents.)
+    """
+    n, n_layers, dim = spec.n_qubits, spec.n_layers, spec.dim
+    n_in, first = spec.n_inputs, spec.layer_order == "entangler_first"
+    identity_perm = bool(np.all(perm == np.arange(dim)))
+    has_sign = not np.all(sign == 1.0)
+    inv = np.argsort(perm)
+    # the program, in order of application: ("rx", layer - 1, wire) | ("ent",) | ("u", layer, wire)
+    ops: list[tuple[Any, ...]] = []
+    for layer in range(n_layers):
+        if layer > 0 and spec.reupload:
+            ops += [("rx", layer - 1, w) for w in range(n_in)]
+        if first:
+            ops.append(("ent",))
+        ops += [("u", layer, w) for w in range(n)]
+        if not first:
+            ops.append(("ent",))
+    n_rx = sum(op[0] == "rx" for op in ops)
+    n_gates = n * n_layers  # gate g = layer * n + wire
+
+    def entangle(state: State) -> State:  # (Eψ)[c] = sign[c]·ψ[perm[c]]
+        re, im = state
+        if not identity_perm:
+            re, im = re[..., perm], im[..., perm]
+        if has_sign:
+            re, im = re * sign.astype(re.dtype), im * sign.astype(im.dtype)
+        return re, im
+
+    def entangle_t(state: State) -> State:  # (E^T λ)[j] = sign[inv[j]]·λ[inv[j]]
+        re, im = state
+        if has_sign:
+            re, im = re * sign.astype(re.dtype), im * sign.astype(im.dtype)
+        if not identity_perm:
+            re, im = re[..., inv], im[..., inv]
+        return re, im
+
+    def forward(u: Array, enc: Array, re: Array, im: Array) -> tuple[Array, list[State]]:
+        states: list[State] = []
+        state = (re, im)
+        for op in ops:
+            states.append(state)
+            if op[0] == "ent":
+                state = entangle(state)
+            elif op[0] == "rx":
+                c, s = enc[..., op[1], op[2], 0], enc[..., op[1], op[2], 1]
+                state = _apply_rx(state, op[2], n, c, s)
+            else:
+                state = _apply_1q(state, op[2], n, tuple(u[op[2], op[1], k] for k in range(8)))
+        states.append(state)
+        re, im = state
+        return re * re + im * im, states
+
+    @jax.custom_vjp
+    def core(u: Array, enc: Array, re0: Array, im0: Array) -> Array:
+        return forward(u, enc, re0, im0)[0]
+
+    def core_fwd(u: Array, enc: Array, re0: Array, im0: Array) -> tuple[Array, Any]:
+        probs, states = forward(u, enc, re0, im0)
+        return probs, (u, enc, states)
+
+    def core_bwd(res: Any, g: Array) -> tuple[Array, Array, Array, Array]:
+        u, enc, states = res
+        re, im = states[-1]
+        lam: State = (2.0 * g * re, 2.0 * g * im)  # ∂L/∂ψ of L(|ψ|²)
+        prods: list[Array] = [jnp.zeros(0)] * n_gates  # per gate (8, B, ...)
+        rx_grads: list[Array] = [jnp.zeros(0)] * n_rx  # per RX gate (B, 2): d/dc, d/ds
+        k_rx = n_rx
+        for k in range(len(ops) - 1, -1, -1):
+            op = ops[k]
+            if op[0] == "ent":
+                lam = entangle_t(lam)
+                continue
+            w = op[2]
+            lead, (x0r, x1r, x0i, x1i) = _split(states[k], w, n)
+            _, (l0r, l1r, l0i, l1i) = _split(lam, w, n)
+            if op[0] == "rx":
+                k_rx -= 1
+                c, s = enc[..., op[1], w, 0], enc[..., op[1], w, 1]
+                # RX = [[c, -is], [-is, c]]: d/dc = Re Σ conj(λ_j)·ψ_j,
+                # d/ds = Σ Im(conj(λ_0)·ψ_1 + conj(λ_1)·ψ_0), Im(conj(l)·x) = l_r x_i - l_i x_r
+                dc = l0r * x0r + l0i * x0i + l1r * x1r + l1i * x1i
+                ds = l0r * x1i - l0i * x1r + l1r * x0i - l1i * x0r
+                rx_grads[k_rx] = jnp.stack([dc.sum((-2, -1)), ds.sum((-2, -1))], -1)
+                lam = _apply_rx(lam, w, n, c, -s)  # RX† = RX(-θ)
+                continue
+            # (Re, -Im) of conj(λ_i)·ψ_j for ij = 00, 01, 10, 11: the gradients of u's entries
+            prods[op[1] * n + w] = jnp.stack(
+                [
+                    l0r * x0r + l0i * x0i,
+                    l0i * x0r - l0r * x0i,
+                    l0r * x1r + l0i * x1i,
+                    l0i * x1r - l0r * x1i,
+                    l1r * x0r + l1i * x0i,
+                    l1i * x0r - l1r * x0i,
+                    l1r * x1r + l1i * x1i,
+                    l1i * x1r - l1r * x1i,
+                ]
+            ).reshape(8, *lead, -1)
+            e = [u[w, op[1], j] for j in range(8)]
+            # U† = [[conj(u00), conj(u10)], [conj(u01), conj(u11)]]
+            adj = (e[0], -e[1], e[4], -e[5], e[2], -e[3], e[6], -e[7])
+            lam = _apply_1q(lam, w, n, adj)
+        grads = jnp.stack(prods).sum(tuple(range(2, prods[0].ndim + 1)))  # (G, 8)
+        du = grads.reshape(n_layers, n, 8).swapaxes(0, 1)
+        d_enc = jnp.stack(rx_grads, -2).reshape(enc.shape) if n_rx else jnp.zeros_like(enc)
+        return du, d_enc, lam[0], lam[1]
+
+    core.defvjp(core_fwd, core_bwd)
+    return core
