@@ -31,8 +31,6 @@ from torch import Tensor
 
 from ntl._validate import (
     check_linear_inputs,
-    check_options,
-    check_softmax_rows,
     check_vocab,
     compute_dtype,
 )
@@ -42,6 +40,7 @@ from ntl.fused import (
     ce_rows_from_lse,
     chunk_bounds,
     combine_loss,
+    make_options,
     ntl_value_and_grad,
     plan_labels,
     softmax_ce_grad_inplace_,
@@ -120,6 +119,8 @@ def _linear_pass(
     x32 = torch.empty((n_max, vocab_size), dtype=dtype, device=device) if half else None
     starts = list(range(0, n_rows, chunk_rows))
     bounds = chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl else []
+    # flat positions of the (M, K) number-token logits in an (N, V) array
+    flat_at = (plan.number_rows.unsqueeze(1) * vocab_size).add(token_ids) if use_ntl else None
     weight_d = weight.detach()
     weight_t = weight_d.t()  # (H, V), a view
     bias_d = None if bias is None else bias.detach()
@@ -138,11 +139,10 @@ def _linear_pass(
         if logit_sum is not None:
             torch.sum(x, dim=1, out=logit_sum[r0:r1])
         ntl_grad: Tensor | None = None
-        if ntl_rows is not None and bounds[c + 1] > bounds[c]:
+        if ntl_rows is not None and flat_at is not None and bounds[c + 1] > bounds[c]:
             a, b = bounds[c], bounds[c + 1]
-            local = (plan.number_rows[a:b] - r0).unsqueeze(1)  # (m, 1)
-            number_logits = x[local, token_ids.unsqueeze(0)]  # (m, K)
-            check_softmax_rows(number_logits, "logits at the number tokens of a number label")
+            at = flat_at[a:b] if r0 == 0 else flat_at[a:b] - r0 * vocab_size  # (m, K)
+            number_logits = x.view(-1)[at]  # (m, K)
             ntl_rows[a:b], ntl_grad = ntl_value_and_grad(
                 number_logits,
                 plan.targets[a:b],
@@ -158,9 +158,7 @@ def _linear_pass(
         lse[r0:r1] = softmax_ce_grad_inplace_(x, safe, plan.ce_weight[r0:r1], eps)
         g = x
         if ntl_grad is not None:
-            g.index_put_(
-                (local, token_ids.unsqueeze(0)), ntl_grad.mul_(plan.ntl_scale), accumulate=True
-            )
+            g.view(-1).index_add_(0, at.view(-1), ntl_grad.view(-1), alpha=plan.ntl_scale)
         if row_scale is not None:
             g.mul_(row_scale[r0:r1].unsqueeze(1))
         if grad_b is not None:
@@ -269,20 +267,10 @@ def linear_cross_entropy_with_ntl(
     """
     vocab = check_vocab(vocab)
     check_linear_inputs(hidden, weight, bias, labels, vocab.vocab_size, ignore_index)
-    check_options(
-        kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
-        num_items_in_batch, num_number_items_in_batch, chunk_size, squash_factor,
+    opts = make_options(
+        kind, ntl_weight, ignore_index, reduction, normalize_by, num_items_in_batch,
+        num_number_items_in_batch, label_smoothing, huber_delta, chunk_size, squash_factor,
     )  # fmt: skip
-    opts = LossOptions(
-        kind,
-        float(ntl_weight),
-        ignore_index,
-        reduction,
-        normalize_by,
-        float(label_smoothing),
-        float(huber_delta),
-        None if squash_factor is None else float(squash_factor),
-    )
     vocab_size = vocab.vocab_size
     dtype = compute_dtype(hidden.dtype)
     token_ids, values, index_of = vocab.device_tensors(labels.device, dtype)
