@@ -49,13 +49,15 @@ from ntl.vocab import NumberVocab
 
 __all__ = ["default_linear_chunk_rows", "linear_cross_entropy_with_ntl"]
 
-# At most this many logits per chunk: 2**22 float32 = 16 MiB.
-_LINEAR_CHUNK_ELEMENTS = 2**22
-# At least this many chunks, so that the scratch stays a small fraction of the (N, V) logits
-# whatever N is, ...
-_MIN_CHUNKS = 16
-# ... but at least this many rows per chunk: every chunk reads and writes the whole (V, H)
-# weight gradient once, which costs more than the matmul itself when chunks are thin.
+# At most this many logits per chunk: 2**23 float32 = 32 MiB.
+_LINEAR_CHUNK_ELEMENTS = 2**23
+# At least this many chunks (N / 9 rows each): the materialised logits + torch CE keep about
+# 2.6 float32 (N, V) buffers beyond the gradients every path returns, so one float32 chunk of
+# N / 9 rows is 1 / (9 * 2.6) = 0.043 of that scratch (half precision: N / 18 rows).
+_MIN_CHUNKS = 9
+# ... but at least this many rows per chunk: every chunk reads W twice and reads and writes the
+# whole (V, H) weight gradient once, which costs more than the matmuls themselves when chunks
+# are thin (measured at V = 32000, H = 256, N = 512: 48-row chunks 1.5x the time of 128-row ones).
 _MIN_CHUNK_ROWS = 48
 
 Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
@@ -64,14 +66,15 @@ Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
 def default_linear_chunk_rows(
     rows: int, vocab_size: int, dtype: torch.dtype = torch.float32
 ) -> int:
-    """Rows per chunk: ``min(2**22 // V, max(48, ceil(N / 16)))``, at least 1.
+    """Rows per chunk: ``min(2**23 // V, max(48, ceil(N / 9)))``, at least 1.
 
-    Half precision keeps about twice the scratch per row (the chunk in the input dtype, its
-    float32 copy, the matmul's float32 accumulator), so its minimum is 24 rows.
+    Half precision keeps about twice the scratch per row (the chunk in the input dtype and its
+    float32 copy), so it takes half as many: ``min(2**22 // V, max(24, ceil(N / 18)))``.
     """
-    by_size = _LINEAR_CHUNK_ELEMENTS // max(1, vocab_size)
-    least = _MIN_CHUNK_ROWS // 2 if compute_dtype(dtype) != dtype else _MIN_CHUNK_ROWS
-    return max(1, min(by_size, max(least, math.ceil(rows / _MIN_CHUNKS))))
+    half = 2 if compute_dtype(dtype) != dtype else 1
+    by_size = _LINEAR_CHUNK_ELEMENTS // half // max(1, vocab_size)
+    by_rows = math.ceil(rows / (_MIN_CHUNKS * half))
+    return max(1, min(by_size, max(_MIN_CHUNK_ROWS // half, by_rows)))
 
 
 def _linear_pass(
@@ -112,7 +115,11 @@ def _linear_pass(
         torch.empty(plan.number_rows.numel(), dtype=dtype, device=device) if use_ntl else None
     )
     grad_h = torch.empty(hidden.shape, dtype=in_dtype, device=device) if need[0] else None
-    grad_w = torch.zeros(weight.shape, dtype=in_dtype, device=device) if need[1] else None
+    # the first chunk writes grad_w (no zero fill to read back), later chunks add to it
+    grad_w = None
+    if need[1]:
+        make = torch.empty if n_rows > 0 else torch.zeros
+        grad_w = make(weight.shape, dtype=in_dtype, device=device)
     grad_b = torch.zeros(vocab_size, dtype=dtype, device=device) if need[2] else None
     n_max = min(chunk_rows, n_rows)
     x_buf = torch.empty((n_max, vocab_size), dtype=in_dtype, device=device)  # matmul output
@@ -166,7 +173,9 @@ def _linear_pass(
         g_mm = g if not half else x_in.copy_(g)  # the logits chunk is no longer needed
         if grad_h is not None:
             torch.mm(g_mm, weight_d, out=grad_h[r0:r1])
-        if grad_w is not None:
+        if grad_w is not None and c == 0:
+            torch.mm(g_mm.t(), h, out=grad_w)
+        elif grad_w is not None:
             grad_w.addmm_(g_mm.t(), h)
     ce_rows = ce_rows_from_lse(lse, label_logit, logit_sum, eps, vocab_size)
     return ce_rows, ntl_rows, (grad_h, grad_w, grad_b)
@@ -259,8 +268,9 @@ def linear_cross_entropy_with_ntl(
         hidden: (..., H) last hidden states. weight: (V, H) LM head. bias: optional (V,).
         labels: (...) integer labels in [0, V) or ``ignore_index``.
         vocab: the number tokens (``vocab.vocab_size == V``).
-        chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`, at most
-            2**22 logits = 16 MiB of float32, and max(48, ceil(N / 16)) rows; 24 for half).
+        chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`: at most
+            2**23 logits = 32 MiB of float32 and max(48, ceil(N / 9)) rows; half precision
+            half of each).
         The other keywords are those of :func:`ntl.cross_entropy_with_ntl`.
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
