@@ -377,6 +377,8 @@ def check_number_tokens(token_ids: object, values: object, vocab_size: int) -> N
 def _check_finite(name: str, value: Tensor) -> None:
     # one read, no upcast copy (a float32 sum of a bf16 tensor would copy it whole):
     # NaN propagates through the min / max, and +-inf shows in them
+    if value.numel() == 0:  # an empty batch: nothing to check (aminmax has no identity)
+        return
     low, high = torch.aminmax(value.detach())
     if not bool(torch.isfinite(low) & torch.isfinite(high)):
         where = _first(~torch.isfinite(value.detach()))

@@ -18,6 +18,7 @@ returned in the logits dtype. Double backward is not supported and raises ``Runt
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,11 @@ __all__ = [
     "combine_loss",
     "default_chunk_rows",
     "fused_cross_entropy_with_ntl",
+    "fused_loss",
+    "index_of_tokens",
+    "make_options",
     "ntl_value_and_grad",
+    "number_softmax",
     "plan_labels",
     "softmax_ce_grad_",
     "softmax_ce_grad_inplace_",
@@ -80,6 +85,36 @@ class LossOptions:
     label_smoothing: float
     huber_delta: float
     squash_factor: float | None = None
+
+
+def make_options(
+    kind: str,
+    ntl_weight: float,
+    ignore_index: int,
+    reduction: str,
+    normalize_by: str,
+    num_items_in_batch: int | Tensor | None,
+    num_number_items_in_batch: int | Tensor | None,
+    label_smoothing: float,
+    huber_delta: float,
+    chunk_size: int | None,
+    squash_factor: float | None,
+) -> LossOptions:
+    """Check the keyword options of a CE + NTL call (:func:`ntl._validate.check_options`)."""
+    check_options(
+        kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
+        num_items_in_batch, num_number_items_in_batch, chunk_size, squash_factor,
+    )  # fmt: skip
+    return LossOptions(
+        kind,
+        float(ntl_weight),
+        ignore_index,
+        reduction,
+        normalize_by,
+        float(label_smoothing),
+        float(huber_delta),
+        None if squash_factor is None else float(squash_factor),
+    )
 
 
 @dataclass
@@ -129,7 +164,7 @@ def plan_labels(
     if index_of is None or opts.ntl_weight == 0.0:
         rows = cols = torch.empty(0, dtype=torch.long, device=labels.device)
     else:
-        col = index_of[safe].masked_fill_(~valid, -1)  # (N,)
+        col = torch.where(valid, index_of[safe], -1)  # (N,)
         rows = torch.nonzero(col >= 0).reshape(-1)  # (M,) sorted
         cols = col[rows]
     targets = values.to(device=labels.device, dtype=dtype)[cols]
@@ -166,6 +201,22 @@ def squash_distances(dist: Tensor, values: Tensor, squash_factor: float | None) 
     return squashed.masked_fill_(dist == 0, 0.0)
 
 
+def number_softmax(number_logits: Tensor, name: str) -> Tensor:
+    """Softmax of each row of ``number_logits`` (M, K), after checking its maximum is finite.
+
+    Composed of amax / exp / sum, and differentiable: the fused, linear and reference paths all
+    use it, so that their probabilities agree to the bit. (torch's CPU softmax kernel is 2-3x
+    slower than these ops for short rows, K ~ 10, and rounds differently.) The row maximum
+    serves the finiteness check too: ``ValueError`` naming ``name`` for NaN, +inf or an
+    all--inf row.
+    """
+    row_max = number_logits.detach().amax(dim=-1, keepdim=True)  # (M, 1); NaN propagates
+    if not math.isfinite(float(row_max.sum())):
+        check_softmax_rows(number_logits, name)  # raises, naming the first bad row
+    probs = (number_logits - row_max).exp()
+    return probs / probs.sum(dim=-1, keepdim=True)
+
+
 def ntl_value_and_grad(
     number_logits: Tensor,
     targets: Tensor,
@@ -173,18 +224,20 @@ def ntl_value_and_grad(
     kind: str,
     huber_delta: float,
     squash_factor: float | None = None,
+    name: str = "logits at the number tokens of a number label",
 ) -> tuple[Tensor, Tensor]:
     """NTL per row and its gradient wrt the number logits.
 
     Args:
-        number_logits: (M, K) logits of the number tokens at number-label rows (compute dtype).
+        number_logits: (M, K) logits of the number tokens at number-label rows (compute dtype);
+            a row whose maximum is not finite raises ``ValueError`` (``name`` says what they are).
         targets: (M,) the target values y.
         values: (K,) the token values v.
         squash_factor: see :func:`squash_distances` (``kind="was"`` only).
     Returns:
         loss (M,) and d loss / d number_logits (M, K).
     """
-    probs = torch.softmax(number_logits, dim=-1)  # (M, K)
+    probs = number_softmax(number_logits, name)  # (M, K)
     if kind == "was":
         dist = (values.unsqueeze(0) - targets.unsqueeze(1)).abs_()  # (M, K)
         dist = squash_distances(dist, values, squash_factor)
@@ -318,13 +371,10 @@ def _fused_pass(
         number_logits = (
             logits.detach().index_select(0, plan.number_rows).index_select(1, ids).to(dtype)
         )
-        check_softmax_rows(number_logits, "logits at the number tokens of a number label")
         vals = values.to(device=logits.device, dtype=dtype)
         ntl_rows, ntl_grad = ntl_value_and_grad(
             number_logits, plan.targets, vals, opts.kind, opts.huber_delta, opts.squash_factor
         )
-        if need_grad:
-            ntl_grad.mul_(plan.ntl_scale)
     label_logit = logits.detach().gather(1, plan.safe_labels.unsqueeze(1)).squeeze(1).to(dtype)
     lse = torch.empty(n_rows, dtype=dtype, device=logits.device)
     logit_sum = torch.empty(n_rows, dtype=dtype, device=logits.device) if eps > 0 else None
@@ -336,6 +386,8 @@ def _fused_pass(
     )
     starts = list(range(0, n_rows, chunk_rows))
     bounds = chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl and need_grad else []
+    # flat positions of the (M, K) number-token entries in the (N, V) gradient
+    flat_at = (plan.number_rows.unsqueeze(1) * vocab).add(ids) if bounds else None
     source = logits.detach()
     for c, r0 in enumerate(starts):
         r1 = min(r0 + chunk_rows, n_rows)
@@ -347,10 +399,10 @@ def _fused_pass(
             continue
         work = grad[r0:r1] if scratch is None else scratch[: r1 - r0]
         lse[r0:r1] = softmax_ce_grad_(x, work, plan.safe_labels[r0:r1], plan.ce_weight[r0:r1], eps)
-        if ntl_grad is not None and bounds[c + 1] > bounds[c]:
+        if ntl_grad is not None and flat_at is not None and bounds[c + 1] > bounds[c]:
             a, b = bounds[c], bounds[c + 1]
-            local = (plan.number_rows[a:b] - r0).unsqueeze(1)  # (m, 1)
-            work.index_put_((local, ids.unsqueeze(0)), ntl_grad[a:b], accumulate=True)
+            at = flat_at[a:b] if r0 == 0 else flat_at[a:b] - r0 * vocab  # (m, K) in this chunk
+            work.view(-1).index_add_(0, at.view(-1), ntl_grad[a:b].view(-1), alpha=plan.ntl_scale)
         if scratch is not None:
             grad[r0:r1].copy_(work)
     ce_rows = ce_rows_from_lse(lse, label_logit, logit_sum, eps, vocab)
@@ -432,27 +484,43 @@ def fused_cross_entropy_with_ntl(
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
     """
     check_logits_shape(logits, None)
-    check_logits_labels(logits, labels, logits.shape[-1], ignore_index)
     check_number_tokens(token_ids, values, logits.shape[-1])
-    check_options(
-        kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
-        num_items_in_batch, num_number_items_in_batch, chunk_size, squash_factor,
+    opts = make_options(
+        kind, ntl_weight, ignore_index, reduction, normalize_by, num_items_in_batch,
+        num_number_items_in_batch, label_smoothing, huber_delta, chunk_size, squash_factor,
     )  # fmt: skip
-    opts = LossOptions(
-        kind,
-        float(ntl_weight),
-        ignore_index,
-        reduction,
-        normalize_by,
-        float(label_smoothing),
-        float(huber_delta),
-        None if squash_factor is None else float(squash_factor),
+    index_of = (
+        index_of_tokens(token_ids, logits.shape[-1], logits.device) if ntl_weight != 0 else None
     )
+    return fused_loss(
+        logits, labels, token_ids, values, index_of, opts,
+        num_items_in_batch, num_number_items_in_batch, chunk_size,
+    )  # fmt: skip
+
+
+def fused_loss(
+    logits: Tensor,
+    labels: Tensor,
+    token_ids: Tensor,
+    values: Tensor,
+    index_of: Tensor | None,
+    opts: LossOptions,
+    num_items_in_batch: int | Tensor | None,
+    num_number_items_in_batch: int | Tensor | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """:func:`fused_cross_entropy_with_ntl` for number tokens and options already checked.
+
+    ``index_of`` (V,) is :func:`index_of_tokens` of ``token_ids`` (None when the NTL is off);
+    ``ntl.cross_entropy_with_ntl`` passes its vocabulary's cached tensors, so that a call does
+    not check and index the same vocabulary again. ``logits`` and ``labels`` are checked here.
+    """
+    check_logits_labels(logits, labels, logits.shape[-1], opts.ignore_index)
     vocab = logits.shape[-1]
     dtype = compute_dtype(logits.dtype)
     plan = plan_labels(
         labels.reshape(-1),
-        index_of_tokens(token_ids, vocab, labels.device) if ntl_weight != 0 else None,
+        index_of if opts.ntl_weight != 0 else None,
         values,
         opts,
         num_items_in_batch,

@@ -31,8 +31,6 @@ from torch import Tensor
 
 from ntl._validate import (
     check_linear_inputs,
-    check_options,
-    check_softmax_rows,
     check_vocab,
     compute_dtype,
 )
@@ -42,6 +40,7 @@ from ntl.fused import (
     ce_rows_from_lse,
     chunk_bounds,
     combine_loss,
+    make_options,
     ntl_value_and_grad,
     plan_labels,
     softmax_ce_grad_inplace_,
@@ -50,13 +49,15 @@ from ntl.vocab import NumberVocab
 
 __all__ = ["default_linear_chunk_rows", "linear_cross_entropy_with_ntl"]
 
-# At most this many logits per chunk: 2**22 float32 = 16 MiB.
-_LINEAR_CHUNK_ELEMENTS = 2**22
-# At least this many chunks, so that the scratch stays a small fraction of the (N, V) logits
-# whatever N is, ...
-_MIN_CHUNKS = 16
-# ... but at least this many rows per chunk: every chunk reads and writes the whole (V, H)
-# weight gradient once, which costs more than the matmul itself when chunks are thin.
+# At most this many logits per chunk: 2**23 float32 = 32 MiB.
+_LINEAR_CHUNK_ELEMENTS = 2**23
+# At least this many chunks (N / 9 rows each): the materialised logits + torch CE keep about
+# 2.6 float32 (N, V) buffers beyond the gradients every path returns, so one float32 chunk of
+# N / 9 rows is 1 / (9 * 2.6) = 0.043 of that scratch (half precision: N / 18 rows).
+_MIN_CHUNKS = 9
+# ... but at least this many rows per chunk: every chunk reads W twice and reads and writes the
+# whole (V, H) weight gradient once, which costs more than the matmuls themselves when chunks
+# are thin (measured at V = 32000, H = 256, N = 512: 48-row chunks 1.5x the time of 128-row ones).
 _MIN_CHUNK_ROWS = 48
 
 Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
@@ -65,14 +66,15 @@ Grads = tuple[Tensor | None, Tensor | None, Tensor | None]
 def default_linear_chunk_rows(
     rows: int, vocab_size: int, dtype: torch.dtype = torch.float32
 ) -> int:
-    """Rows per chunk: ``min(2**22 // V, max(48, ceil(N / 16)))``, at least 1.
+    """Rows per chunk: ``min(2**23 // V, max(48, ceil(N / 9)))``, at least 1.
 
-    Half precision keeps about twice the scratch per row (the chunk in the input dtype, its
-    float32 copy, the matmul's float32 accumulator), so its minimum is 24 rows.
+    Half precision keeps about twice the scratch per row (the chunk in the input dtype and its
+    float32 copy), so it takes half as many: ``min(2**22 // V, max(24, ceil(N / 18)))``.
     """
-    by_size = _LINEAR_CHUNK_ELEMENTS // max(1, vocab_size)
-    least = _MIN_CHUNK_ROWS // 2 if compute_dtype(dtype) != dtype else _MIN_CHUNK_ROWS
-    return max(1, min(by_size, max(least, math.ceil(rows / _MIN_CHUNKS))))
+    half = 2 if compute_dtype(dtype) != dtype else 1
+    by_size = _LINEAR_CHUNK_ELEMENTS // half // max(1, vocab_size)
+    by_rows = math.ceil(rows / (_MIN_CHUNKS * half))
+    return max(1, min(by_size, max(_MIN_CHUNK_ROWS // half, by_rows)))
 
 
 def _linear_pass(
@@ -113,13 +115,19 @@ def _linear_pass(
         torch.empty(plan.number_rows.numel(), dtype=dtype, device=device) if use_ntl else None
     )
     grad_h = torch.empty(hidden.shape, dtype=in_dtype, device=device) if need[0] else None
-    grad_w = torch.zeros(weight.shape, dtype=in_dtype, device=device) if need[1] else None
+    # the first chunk writes grad_w (no zero fill to read back), later chunks add to it
+    grad_w = None
+    if need[1]:
+        make = torch.empty if n_rows > 0 else torch.zeros
+        grad_w = make(weight.shape, dtype=in_dtype, device=device)
     grad_b = torch.zeros(vocab_size, dtype=dtype, device=device) if need[2] else None
     n_max = min(chunk_rows, n_rows)
     x_buf = torch.empty((n_max, vocab_size), dtype=in_dtype, device=device)  # matmul output
     x32 = torch.empty((n_max, vocab_size), dtype=dtype, device=device) if half else None
     starts = list(range(0, n_rows, chunk_rows))
     bounds = chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl else []
+    # flat positions of the (M, K) number-token logits in an (N, V) array
+    flat_at = (plan.number_rows.unsqueeze(1) * vocab_size).add(token_ids) if use_ntl else None
     weight_d = weight.detach()
     weight_t = weight_d.t()  # (H, V), a view
     bias_d = None if bias is None else bias.detach()
@@ -138,11 +146,10 @@ def _linear_pass(
         if logit_sum is not None:
             torch.sum(x, dim=1, out=logit_sum[r0:r1])
         ntl_grad: Tensor | None = None
-        if ntl_rows is not None and bounds[c + 1] > bounds[c]:
+        if ntl_rows is not None and flat_at is not None and bounds[c + 1] > bounds[c]:
             a, b = bounds[c], bounds[c + 1]
-            local = (plan.number_rows[a:b] - r0).unsqueeze(1)  # (m, 1)
-            number_logits = x[local, token_ids.unsqueeze(0)]  # (m, K)
-            check_softmax_rows(number_logits, "logits at the number tokens of a number label")
+            at = flat_at[a:b] if r0 == 0 else flat_at[a:b] - r0 * vocab_size  # (m, K)
+            number_logits = x.view(-1)[at]  # (m, K)
             ntl_rows[a:b], ntl_grad = ntl_value_and_grad(
                 number_logits,
                 plan.targets[a:b],
@@ -158,9 +165,7 @@ def _linear_pass(
         lse[r0:r1] = softmax_ce_grad_inplace_(x, safe, plan.ce_weight[r0:r1], eps)
         g = x
         if ntl_grad is not None:
-            g.index_put_(
-                (local, token_ids.unsqueeze(0)), ntl_grad.mul_(plan.ntl_scale), accumulate=True
-            )
+            g.view(-1).index_add_(0, at.view(-1), ntl_grad.view(-1), alpha=plan.ntl_scale)
         if row_scale is not None:
             g.mul_(row_scale[r0:r1].unsqueeze(1))
         if grad_b is not None:
@@ -168,7 +173,9 @@ def _linear_pass(
         g_mm = g if not half else x_in.copy_(g)  # the logits chunk is no longer needed
         if grad_h is not None:
             torch.mm(g_mm, weight_d, out=grad_h[r0:r1])
-        if grad_w is not None:
+        if grad_w is not None and c == 0:
+            torch.mm(g_mm.t(), h, out=grad_w)
+        elif grad_w is not None:
             grad_w.addmm_(g_mm.t(), h)
     ce_rows = ce_rows_from_lse(lse, label_logit, logit_sum, eps, vocab_size)
     return ce_rows, ntl_rows, (grad_h, grad_w, grad_b)
@@ -261,28 +268,19 @@ def linear_cross_entropy_with_ntl(
         hidden: (..., H) last hidden states. weight: (V, H) LM head. bias: optional (V,).
         labels: (...) integer labels in [0, V) or ``ignore_index``.
         vocab: the number tokens (``vocab.vocab_size == V``).
-        chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`, at most
-            2**22 logits = 16 MiB of float32, and max(48, ceil(N / 16)) rows; 24 for half).
+        chunk_size: rows per chunk (default: :func:`default_linear_chunk_rows`: at most
+            2**23 logits = 32 MiB of float32 and max(48, ceil(N / 9)) rows; half precision
+            half of each).
         The other keywords are those of :func:`ntl.cross_entropy_with_ntl`.
     Returns:
         A scalar for ``reduction`` "mean"/"sum", else per-position losses of shape ``labels.shape``.
     """
     vocab = check_vocab(vocab)
     check_linear_inputs(hidden, weight, bias, labels, vocab.vocab_size, ignore_index)
-    check_options(
-        kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
-        num_items_in_batch, num_number_items_in_batch, chunk_size, squash_factor,
+    opts = make_options(
+        kind, ntl_weight, ignore_index, reduction, normalize_by, num_items_in_batch,
+        num_number_items_in_batch, label_smoothing, huber_delta, chunk_size, squash_factor,
     )  # fmt: skip
-    opts = LossOptions(
-        kind,
-        float(ntl_weight),
-        ignore_index,
-        reduction,
-        normalize_by,
-        float(label_smoothing),
-        float(huber_delta),
-        None if squash_factor is None else float(squash_factor),
-    )
     vocab_size = vocab.vocab_size
     dtype = compute_dtype(hidden.dtype)
     token_ids, values, index_of = vocab.device_tensors(labels.device, dtype)

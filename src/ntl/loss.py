@@ -47,7 +47,7 @@ from ntl._validate import (
     compute_dtype,
     mean_denominator,
 )
-from ntl.fused import squash_distances
+from ntl.fused import fused_loss, make_options, number_softmax, squash_distances
 from ntl.vocab import NumberVocab
 
 __all__ = [
@@ -113,8 +113,7 @@ def _ntl_per_position(
     """NTL at the M number positions: (M,). ``number_rows`` (M, V): the logits at those positions
     in the compute dtype; ``q`` (M, K) optional soft targets."""
     nt_logits = number_rows.index_select(1, where.token_ids)  # (M, K)
-    check_softmax_rows(nt_logits, "logits at the number tokens of a number label")
-    p = torch.softmax(nt_logits, dim=-1)  # (M, K)
+    p = number_softmax(nt_logits, "logits at the number tokens of a number label")  # (M, K)
     values = where.values  # (K,)
     if kind == "was":
         if q is None:
@@ -282,32 +281,21 @@ def cross_entropy_with_ntl(
     same result). ``reweigh=True`` (ntloss's option) always runs the reference path.
     """
     vocab = check_vocab(vocab)
-    check_options(
-        kind, reduction, normalize_by, huber_delta, ntl_weight, label_smoothing,
-        num_items_in_batch, num_number_items_in_batch, None, squash_factor,
+    opts = make_options(
+        kind, ntl_weight, ignore_index, reduction, normalize_by, num_items_in_batch,
+        num_number_items_in_batch, label_smoothing, huber_delta, None, squash_factor,
     )  # fmt: skip
     if fused and not reweigh:
         check_logits_shape(logits, vocab.vocab_size)  # the fused path only sees token ids
-        from ntl.fused import fused_cross_entropy_with_ntl
-
-        # values in the compute dtype, so float64 logits see the vocab's exact float64 values
-        token_ids, values, _ = vocab.device_tensors(logits.device, compute_dtype(logits.dtype))
-        return fused_cross_entropy_with_ntl(
-            logits,
-            labels,
-            token_ids,
-            values,
-            kind=kind,
-            ntl_weight=ntl_weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            normalize_by=normalize_by,
-            num_items_in_batch=num_items_in_batch,
-            num_number_items_in_batch=num_number_items_in_batch,
-            label_smoothing=label_smoothing,
-            huber_delta=huber_delta,
-            squash_factor=squash_factor,
+        # the vocab's cached (already checked) tensors; values in the compute dtype, so float64
+        # logits see the vocab's exact float64 values
+        token_ids, values, index_of = vocab.device_tensors(
+            logits.device, compute_dtype(logits.dtype)
         )
+        return fused_loss(
+            logits, labels, token_ids, values, index_of, opts,
+            num_items_in_batch, num_number_items_in_batch, None,
+        )  # fmt: skip
     check_logits_labels(logits, labels, vocab.vocab_size, ignore_index)
     dtype = compute_dtype(logits.dtype)
     where = _Positions(labels, vocab, ignore_index, dtype)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ntl import NumberVocab, cross_entropy_with_ntl, linear_cross_entropy_with_ntl
+from ntl.linear import default_linear_chunk_rows
 
 KINDS = ("was", "mse", "mae", "huber")
 REDUCTIONS = ("mean", "sum", "none")
@@ -273,3 +274,29 @@ def test_linear_bad_input(change: dict[str, object], error: type[Exception], mat
     args.update(change)
     with pytest.raises(error, match=match):
         linear_cross_entropy_with_ntl(**args)  # type: ignore[arg-type]
+
+
+def test_linear_empty_batch_gives_zero_gradients() -> None:
+    # the first chunk writes the weight gradient; with no rows there is no chunk, so it is zeros
+    hidden, weight, bias, labels, vocab = make_inputs((0,), 4, 12, 3, 0.5, 0.0, seed=6)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss = linear_cross_entropy_with_ntl(h, w, labels, vocab, bias=bias)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert w.grad is not None and h.grad is not None and h.grad.shape == (0, 4)
+    assert torch.equal(w.grad, torch.zeros_like(weight))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 100, 512, 2048, 8192, 100_000])
+def test_default_linear_chunk_rows_memory_rule(rows: int, dtype: torch.dtype) -> None:
+    # the chunk's float32 scratch (twice that per row in half precision) stays within 0.05 of the
+    # ~2.6 (N, V) float32 buffers the materialised path keeps, once N is past 9 minimum chunks
+    vocab_size = 32000
+    n = default_linear_chunk_rows(rows, vocab_size, dtype)
+    per_row = vocab_size * 4 * (2 if dtype == torch.bfloat16 else 1)
+    assert n >= 1
+    assert n * per_row <= 2**25  # at most 32 MiB
+    if rows >= 9 * 48:
+        assert n * per_row <= 0.05 * 2.6 * rows * vocab_size * 4
+    assert n >= min(48 if dtype == torch.float32 else 24, 2**25 // per_row)
