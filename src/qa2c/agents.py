@@ -18,6 +18,8 @@ Improvements (all off by default): more layers, data re-uploading, trainable inp
 The classical heads can get the same non-quantum tricks (``ScaledHead``, options ``mlp_*``): the
 paper's fixed input map, trainable input scaling, a fixed or trainable output scale; and every
 head can see observations multiplied by a fixed per-feature ``obs_scale`` (all off by default).
+Every option is one field of :class:`AgentConfig`; ``build_agent(AgentConfig(...), seed)`` (or
+``build_agent(name, seed, **options)``) builds the agent.
 """
 
 from __future__ import annotations
@@ -362,8 +364,10 @@ _KIND_WORDS = {"mlp": "classical", "pure": "pure quantum", "hybrid": "hybrid"}
 #: option -> (roles, head kinds, in words): a non-default option needs a head of that role and kind
 _APPLIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "hidden": (_BOTH, ("mlp",), "a classical head"),
-    **{k: (_BOTH, _QUANTUM, "a quantum head") for k in ("n_layers", "reupload", "encoding")},
-    **{k: (_BOTH, _QUANTUM, "a quantum head") for k in ("input_scaling", "backend")},
+    **{
+        k: (_BOTH, _QUANTUM, "a quantum head")
+        for k in ("n_layers", "reupload", "input_scaling", "encoding", "backend")
+    },
     "actor_readout": (("actor",), ("pure",), "a pure quantum actor"),
     "actor_scale": (("actor",), ("pure",), "a pure quantum actor"),
     "critic_readout": (("critic",), ("pure",), "a pure quantum critic"),
