@@ -34,7 +34,9 @@ UPDATES = 3
 _SMALL = dict(n_envs=2, n_steps=4, lr_anneal_steps=200)
 
 
-def _tweak(config: CartPoleConfig, agent: dict[str, Any] | None = None, **a2c: Any) -> CartPoleConfig:
+def _tweak(
+    config: CartPoleConfig, agent: dict[str, Any] | None = None, **a2c: Any
+) -> CartPoleConfig:
     """``config`` with some agent and algorithm fields replaced."""
     return dataclasses.replace(
         config,

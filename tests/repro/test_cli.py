@@ -120,9 +120,15 @@ def test_overrides_reach_nested_fields() -> None:
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ("a2c.n_env", "unknown config key 'a2c.n_env' for CartPoleConfig; valid keys: a2c.adam_eps"),
+        (
+            "a2c.n_env",
+            "unknown config key 'a2c.n_env' for CartPoleConfig; valid keys: a2c.adam_eps",
+        ),
         ("n_envs", "unknown config key 'n_envs' for CartPoleConfig; did you mean a2c.n_envs?"),
-        ("agent", "unknown config key 'agent' for CartPoleConfig; it is a group of keys: agent.name"),
+        (
+            "agent",
+            "unknown config key 'agent' for CartPoleConfig; it is a group of keys: agent.name",
+        ),
     ],
 )
 def test_unknown_nested_key_is_named(
