@@ -25,7 +25,7 @@ import torch
 
 import qa2c.jax_engine  # noqa: F401  (first: one XLA thread, float64 mode)
 from qa2c.a2c import A2C
-from qa2c.experiments.cartpole import CONFIGS, algorithm_config, make_agent
+from qa2c.experiments.cartpole import CONFIGS, make_agent
 from qa2c.jax_engine.train import JaxPopulation
 
 CLOCK = time.process_time
@@ -48,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for name in args.agents.split(","):
-        algo = algorithm_config(CONFIGS[name])
+        algo = CONFIGS[name].a2c
         for p in (int(x) for x in args.pops.split(",")):
             t0 = time.perf_counter()
             pop = JaxPopulation(_agents(name, p), list(range(p)), algo, max_chunk=args.chunk)

@@ -26,7 +26,7 @@ import torch
 
 from qa2c.a2c import A2C, A2CConfig
 from qa2c.agents import build_agent
-from qa2c.experiments.cartpole import CONFIGS, algorithm_config, make_agent
+from qa2c.experiments.cartpole import CONFIGS, make_agent
 
 CLOCK = time.process_time
 
@@ -52,7 +52,7 @@ def population_rate(config_name: str, n_seeds: int, iters: int) -> float:
     """Agent environment steps per second of ``n_seeds`` agents trained in lockstep."""
     cfg = CONFIGS[config_name]
     agents = [make_agent(dataclasses.replace(cfg, seed=s), warn=False) for s in range(n_seeds)]
-    learner = A2C(agents, list(range(n_seeds)), algorithm_config(cfg))
+    learner = A2C(agents, list(range(n_seeds)), cfg.a2c)
     for _ in range(max(5, iters // 10)):
         learner.iterate()
     steps0, t0 = learner.steps, CLOCK()

@@ -109,7 +109,7 @@ def adam_update(
         p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(eps), value=-lr / bc1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class A2CConfig:
     """Hyper-parameters; the defaults are the paper's algorithm."""
 

@@ -18,10 +18,13 @@ Improvements (all off by default): more layers, data re-uploading, trainable inp
 The classical heads can get the same non-quantum tricks (``ScaledHead``, options ``mlp_*``): the
 paper's fixed input map, trainable input scaling, a fixed or trainable output scale; and every
 head can see observations multiplied by a fixed per-feature ``obs_scale`` (all off by default).
+Every option is one field of :class:`AgentConfig`; ``build_agent(AgentConfig(...), seed)`` (or
+``build_agent(name, seed, **options)``) builds the agent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -36,6 +39,7 @@ __all__ = [
     "AGENT_NAMES",
     "INPUT_MAPS",
     "Agent",
+    "AgentConfig",
     "Head",
     "MLPHead",
     "QuantumHead",
@@ -299,58 +303,227 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
 
 
+@dataclass(frozen=True)
+class AgentConfig:
+    """An agent: one of the paper's eight architectures, with optional improvements.
+
+    The defaults are the paper's. An option that differs from its default must apply to one of
+    the agent's heads (``n_layers`` to a quantum head, ``hidden`` to a classical one, see
+    ``_APPLIES``); :func:`build_agent` raises a ValueError naming it otherwise.
+    """
+
+    name: str = "HA2Q"
+    """agent: A2C, A2Q, Q2C, Q2Q, A2C5, HA2Q, HQ2C or HQ2Q"""
+    hidden: int = 0
+    """hidden units of the classical heads (0: the paper's 4 or 5)"""
+    n_layers: int = 2
+    """circuit layers of the quantum heads"""
+    reupload: bool = False
+    """data re-uploading (encoding before every layer)"""
+    input_scaling: bool = False
+    """trainable input scaling weights of the circuits"""
+    encoding: str = "cartpole_paper"
+    """the circuits' encoding: cartpole_paper (the paper's, 4 observations) or angle (RX(x_i))"""
+    backend: str = "torch"
+    """circuit simulator: torch, or pennylane (an optional extra)"""
+    actor_readout: str = "paper"
+    """pure quantum actor logits: 'paper' p_i = (<Z_i>+1)/2, or 'z' <Z_i>"""
+    critic_readout: str = "paper"
+    """pure quantum critic value: 'paper' sum of p_i, or 'z' sum of <Z_i>"""
+    actor_scale: float = 1.0
+    """scalar multiplier of the pure quantum actor's logits (initial value if trainable)"""
+    critic_scale: float = 1.0
+    """scalar multiplier of the pure quantum critic's value (initial value if trainable)"""
+    trainable_scale: bool = False
+    """make the pure quantum heads' scalar scales trainable (one parameter each)"""
+    obs_scale: tuple[float, ...] | None = None
+    """fixed per-feature multipliers of the observations, before every head (None: off)"""
+    mlp_input_map: str | None = None
+    """a fixed map of the classical heads' inputs: cartpole_paper (the encoding's angles)"""
+    mlp_input_scaling: bool = False
+    """trainable input weights (one per observation) of each classical head"""
+    mlp_actor_scale: float = 1.0
+    """scalar multiplier of a classical actor's logits (initial value if trainable)"""
+    mlp_critic_scale: float = 1.0
+    """scalar multiplier of a classical critic's value (initial value if trainable)"""
+    mlp_trainable_scale: bool = False
+    """make the classical heads' scalar scales trainable (one parameter each)"""
+
+    def options(self) -> dict[str, Any]:
+        """The options that differ from the paper's defaults (``Agent.options``)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "name" and getattr(self, f.name) != f.default
+        }
+
+
+_BOTH = ("actor", "critic")
+_QUANTUM = ("pure", "hybrid")
+_KIND_WORDS = {"mlp": "classical", "pure": "pure quantum", "hybrid": "hybrid"}
+#: option -> (roles, head kinds, in words): a non-default option needs a head of that role and kind
+_APPLIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "hidden": (_BOTH, ("mlp",), "a classical head"),
+    **{
+        k: (_BOTH, _QUANTUM, "a quantum head")
+        for k in ("n_layers", "reupload", "input_scaling", "encoding", "backend")
+    },
+    "actor_readout": (("actor",), ("pure",), "a pure quantum actor"),
+    "actor_scale": (("actor",), ("pure",), "a pure quantum actor"),
+    "critic_readout": (("critic",), ("pure",), "a pure quantum critic"),
+    "critic_scale": (("critic",), ("pure",), "a pure quantum critic"),
+    "trainable_scale": (_BOTH, ("pure",), "a pure quantum head"),
+    "obs_scale": (_BOTH, ("mlp", *_QUANTUM), "a head"),
+    "mlp_input_map": (_BOTH, ("mlp",), "a classical head"),
+    "mlp_input_scaling": (_BOTH, ("mlp",), "a classical head"),
+    "mlp_trainable_scale": (_BOTH, ("mlp",), "a classical head"),
+    "mlp_actor_scale": (("actor",), ("mlp",), "a classical actor"),
+    "mlp_critic_scale": (("critic",), ("mlp",), "a classical critic"),
+}
+
+
+def _agent_config(agent: str | AgentConfig, options: Mapping[str, Any]) -> AgentConfig:
+    """``build_agent``'s first argument and keyword options as one checked AgentConfig."""
+    valid = [f.name for f in dataclasses.fields(AgentConfig) if f.name != "name"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"{unknown[0]}: not an agent option; valid options: {', '.join(valid)}")
+    if isinstance(agent, str):
+        config = AgentConfig(name=agent, **options)
+    elif isinstance(agent, AgentConfig):
+        config = dataclasses.replace(agent, **options)
+    else:
+        raise TypeError(f"agent: expected a name or an AgentConfig, got {type(agent).__name__}")
+    if config.name not in _SPECS:
+        raise ValueError(
+            f"name: unknown agent {config.name!r}; valid names: {', '.join(AGENT_NAMES)}"
+        )
+    return config
+
+
+def _check_options(config: AgentConfig, n_obs: int, n_actions: int) -> None:
+    """ValueError naming the first option that does not apply to the agent or is out of range."""
+    a_kind, c_kind, _ = _SPECS[config.name]
+    heads = (("actor", a_kind), ("critic", c_kind))
+    for opt in config.options():
+        roles, kinds, what = _APPLIES[opt]
+        if not any(role in roles and kind in kinds for role, kind in heads):
+            raise ValueError(
+                f"{opt}: applies to {what}; agent {config.name} has a "
+                f"{_KIND_WORDS[a_kind]} actor and a {_KIND_WORDS[c_kind]} critic"
+            )
+    if config.hidden < 0 or config.n_layers < 1:
+        raise ValueError(
+            f"hidden/n_layers: expected hidden >= 0 (0: the paper's) and n_layers >= 1, got "
+            f"{config.hidden}, {config.n_layers}"
+        )
+    _check_choice("actor_readout", config.actor_readout, _READOUTS)
+    _check_choice("critic_readout", config.critic_readout, _READOUTS)
+    for name in ("actor_scale", "critic_scale", "mlp_actor_scale", "mlp_critic_scale"):
+        if not math.isfinite(getattr(config, name)):
+            raise ValueError(f"{name}: expected a finite float, got {getattr(config, name)}")
+    if config.mlp_input_map is not None:
+        _check_choice("mlp_input_map", config.mlp_input_map, INPUT_MAPS)
+        if n_obs != 4:
+            raise ValueError(f"mlp_input_map: {config.mlp_input_map!r} needs n_obs=4, got {n_obs}")
+    quantum = {a_kind, c_kind} != {"mlp"}
+    if quantum and n_obs != 4 and config.encoding == "cartpole_paper":
+        raise ValueError(
+            f"n_obs: the paper's encoding needs 4 observations (one per qubit), got {n_obs}"
+        )
+    if a_kind == "pure" and n_actions > n_obs:
+        raise ValueError(
+            f"n_actions: a pure quantum actor needs n_actions <= n_obs, got {n_actions}"
+        )
+    obs = config.obs_scale
+    if obs is not None and (len(obs) != n_obs or not all(math.isfinite(c) for c in obs)):
+        raise ValueError(f"obs_scale: expected {n_obs} finite floats, got {tuple(obs)}")
+
+
+def _quantum_head(
+    config: AgentConfig, role: str, kind: str, n_obs: int, n_out: int, dtype: torch.dtype
+) -> QuantumHead:
+    """A hybrid head reads every wire; a pure actor one wire per action; a pure critic p0 + p1
+    (Q2Q) or p0 (A2Q)."""
+    if kind == "hybrid":
+        measure = tuple(range(n_obs))
+    elif role == "actor":
+        measure = tuple(range(n_out))
+    else:
+        measure = (0, 1) if config.name == "Q2Q" else (0,)
+    vqc_kwargs = {
+        "n_layers": config.n_layers,
+        "encoding": config.encoding,
+        "rotations": "ZYZ",
+        "entangler": "cnot_ring",
+        "reupload": config.reupload,
+        "input_scaling": config.input_scaling,
+        "backend": config.backend,
+    }
+    return QuantumHead(
+        role=role,
+        mode=kind,
+        n_obs=n_obs,
+        n_out=n_out,
+        measure=measure,
+        vqc_kwargs=vqc_kwargs,
+        readout=getattr(config, f"{role}_readout"),
+        scale=getattr(config, f"{role}_scale"),
+        trainable_scale=config.trainable_scale,
+        dtype=dtype,
+    )
+
+
+def _head(
+    config: AgentConfig, role: str, kind: str, n_obs: int, n_out: int, dtype: torch.dtype
+) -> Head:
+    """One head; inside a ``ScaledHead`` when it gets observation scaling or classical tricks."""
+    if kind != "mlp":
+        head: Head = _quantum_head(config, role, kind, n_obs, n_out, dtype)
+        tricks: dict[str, Any] = {}
+    else:
+        hidden = config.hidden or _SPECS[config.name][2]
+        head = MLPHead(n_obs, hidden, n_out, dtype)
+        tricks = {
+            "input_map": config.mlp_input_map,
+            "input_scaling": config.mlp_input_scaling,
+            "scale": getattr(config, f"mlp_{role}_scale"),
+            "trainable_scale": config.mlp_trainable_scale,
+        }
+    obs = None if config.obs_scale is None else tuple(float(c) for c in config.obs_scale)
+    plain = {"input_map": None, "input_scaling": False, "scale": 1.0, "trainable_scale": False}
+    if obs is None and tricks in ({}, plain):
+        return head
+    return ScaledHead(head, obs_scale=obs, dtype=dtype, **tricks)
+
+
 def build_agent(
-    name: str,
+    agent: str | AgentConfig,
     seed: int = 0,
     *,
-    hidden: int | None = None,
-    n_layers: int | None = None,
-    reupload: bool | None = None,
-    input_scaling: bool | None = None,
-    encoding: str | None = None,
-    backend: str | None = None,
-    actor_readout: str | None = None,
-    critic_readout: str | None = None,
-    actor_scale: float | None = None,
-    critic_scale: float | None = None,
-    trainable_scale: bool | None = None,
-    obs_scale: tuple[float, ...] | None = None,
-    mlp_input_map: str | None = None,
-    mlp_input_scaling: bool | None = None,
-    mlp_actor_scale: float | None = None,
-    mlp_critic_scale: float | None = None,
-    mlp_trainable_scale: bool | None = None,
     n_obs: int = 4,
     n_actions: int = 2,
     dtype: torch.dtype = torch.float32,
     gamma: float = 0.99,
     max_episode_steps: int = 500,
     warn: bool = True,
+    **options: Any,
 ) -> Agent:
     """Build one of the paper's agents, optionally with improvements.
 
     Args:
-        name: one of ``AGENT_NAMES`` (A2C, A2Q, Q2C, Q2Q, A2C5, HA2Q, HQ2C, HQ2Q).
+        agent: an :class:`AgentConfig`, or a name of ``AGENT_NAMES`` (A2C, A2Q, Q2C, Q2Q, A2C5,
+            HA2Q, HQ2C, HQ2Q); ``build_agent("Q2Q", n_layers=4)`` is
+            ``build_agent(AgentConfig("Q2Q", n_layers=4))``.
         seed: initialises all weights (the global torch RNG is left untouched).
-        hidden: hidden units of the classical heads (default 4 or 5 per the paper).
-        n_layers, reupload, input_scaling, encoding: circuit options (quantum agents only).
-        backend: circuit simulator, ``"torch"`` (default) or ``"pennylane"`` (optional extra).
-        actor_readout, critic_readout: ``"paper"`` (p_i) or ``"z"`` (<Z_i>); pure heads only.
-        actor_scale, critic_scale: scalar multiplier of a pure head's output (default 1).
-        trainable_scale: make the pure heads' scales trainable parameters (one scalar each).
-        obs_scale: fixed per-feature multipliers of the observations, before every head.
-        mlp_input_map: a fixed map of the classical heads' inputs (``INPUT_MAPS``).
-        mlp_input_scaling: trainable input weights (one per observation) per classical head.
-        mlp_actor_scale, mlp_critic_scale: scalar multiplier of a classical head's output.
-        mlp_trainable_scale: make the classical heads' scales trainable (one scalar each).
         n_obs, n_actions: environment sizes; a quantum head needs ``n_obs`` qubits.
         dtype: parameter dtype. gamma, max_episode_steps: only to judge the critic's range.
         warn: log capacity and dead-parameter warnings.
+        options: :class:`AgentConfig` fields (their docs there), replacing the agent's.
 
     Returns an :class:`Agent`; logs a warning when a head cannot express the task.
     """
-    if name not in _SPECS:
-        raise ValueError(f"name: unknown agent {name!r}; valid names: {', '.join(AGENT_NAMES)}")
+    config = _agent_config(agent, options)
     if not isinstance(seed, int):
         raise TypeError(f"seed: expected int, got {type(seed).__name__}")
     if n_obs < 1 or n_actions < 2:
@@ -359,154 +532,16 @@ def build_agent(
         )
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
-    a_kind, c_kind, h_default = _SPECS[name]
-    quantum = {a_kind, c_kind} != {"mlp"}
-    circuit_opts: dict[str, Any] = {
-        "n_layers": n_layers,
-        "reupload": reupload,
-        "input_scaling": input_scaling,
-        "encoding": encoding,
-        "backend": backend,
-    }
-    if not quantum:
-        given = [k for k, v in circuit_opts.items() if v is not None]
-        if given:
-            raise ValueError(f"{given[0]}: agent {name} has no quantum head")
-    if hidden is not None:
-        if "mlp" not in (a_kind, c_kind):
-            raise ValueError(f"hidden: agent {name} has no classical head")
-        if hidden < 1:
-            raise ValueError(f"hidden: expected >= 1, got {hidden}")
-    if quantum and n_obs != 4 and encoding in (None, "cartpole_paper"):
-        raise ValueError(
-            f"n_obs: the paper's encoding needs 4 observations (one per qubit), got {n_obs}"
-        )
-    for role, kind, readout, scale in (
-        ("actor", a_kind, actor_readout, actor_scale),
-        ("critic", c_kind, critic_readout, critic_scale),
-    ):
-        if kind != "pure" and (readout is not None or scale is not None):
-            arg = f"{role}_readout" if readout is not None else f"{role}_scale"
-            raise ValueError(f"{arg}: applies to a pure quantum {role}; {name}'s {role} is {kind}")
-        if readout is not None:
-            _check_choice(f"{role}_readout", readout, _READOUTS)
-    if trainable_scale and "pure" not in (a_kind, c_kind):
-        raise ValueError(f"trainable_scale: agent {name} has no pure quantum head")
-    if n_layers is not None and n_layers < 1:
-        raise ValueError(f"n_layers: expected >= 1, got {n_layers}")
-    mlp_opts = {
-        "mlp_input_map": mlp_input_map,
-        "mlp_input_scaling": mlp_input_scaling,
-        "mlp_actor_scale": mlp_actor_scale,
-        "mlp_critic_scale": mlp_critic_scale,
-        "mlp_trainable_scale": mlp_trainable_scale,
-    }
-    for arg, value, kind in (
-        ("mlp_actor_scale", mlp_actor_scale, a_kind),
-        ("mlp_critic_scale", mlp_critic_scale, c_kind),
-    ):
-        if value is not None and (kind != "mlp" or not math.isfinite(value)):
-            raise ValueError(f"{arg}: needs a finite float and a classical head; got {value}")
-    if "mlp" not in (a_kind, c_kind):
-        given = [k for k, v in mlp_opts.items() if v is not None]
-        if given:
-            raise ValueError(f"{given[0]}: agent {name} has no classical head")
-    if mlp_input_map is not None:
-        _check_choice("mlp_input_map", mlp_input_map, INPUT_MAPS)
-        if n_obs != 4:
-            raise ValueError(f"mlp_input_map: {mlp_input_map!r} needs n_obs=4, got {n_obs}")
-    if obs_scale is not None:
-        obs_scale = tuple(float(c) for c in obs_scale)
-        if len(obs_scale) != n_obs or not all(math.isfinite(c) for c in obs_scale):
-            raise ValueError(f"obs_scale: expected {n_obs} finite floats, got {obs_scale}")
-
-    vqc_kwargs: dict[str, Any] = {
-        "n_layers": 2 if n_layers is None else n_layers,
-        "encoding": "cartpole_paper" if encoding is None else encoding,
-        "rotations": "ZYZ",
-        "entangler": "cnot_ring",
-        "reupload": bool(reupload),
-        "input_scaling": bool(input_scaling),
-        "backend": "torch" if backend is None else backend,
-    }
-    h = h_default if hidden is None else hidden
-    options = {
-        k: v
-        for k, v in dict(
-            hidden=hidden,
-            n_layers=n_layers,
-            reupload=reupload,
-            input_scaling=input_scaling,
-            encoding=encoding,
-            backend=backend,
-            actor_readout=actor_readout,
-            critic_readout=critic_readout,
-            actor_scale=actor_scale,
-            critic_scale=critic_scale,
-            trainable_scale=trainable_scale,
-            obs_scale=obs_scale,
-            **mlp_opts,
-        ).items()
-        if v is not None
-    }
-
-    def make(role: str, kind: str, n_out: int, readout: str | None, scale: float | None) -> Head:
-        head = _make(role, kind, n_out, readout, scale)
-        mlp_scale = mlp_actor_scale if role == "actor" else mlp_critic_scale
-        if kind == "mlp" and (
-            mlp_input_map is not None
-            or mlp_input_scaling
-            or mlp_scale is not None
-            or mlp_trainable_scale
-            or obs_scale is not None
-        ):
-            return ScaledHead(
-                head,
-                obs_scale=obs_scale,
-                input_map=mlp_input_map,
-                input_scaling=bool(mlp_input_scaling),
-                scale=1.0 if mlp_scale is None else mlp_scale,
-                trainable_scale=bool(mlp_trainable_scale),
-                dtype=dtype,
-            )
-        if obs_scale is not None:
-            return ScaledHead(head, obs_scale=obs_scale, dtype=dtype)
-        return head
-
-    def _make(role: str, kind: str, n_out: int, readout: str | None, scale: float | None) -> Head:
-        if kind == "mlp":
-            return MLPHead(n_obs, h, n_out, dtype)
-        if kind == "hybrid":
-            measure = tuple(range(n_obs))
-        elif role == "actor":
-            measure = tuple(range(n_actions))
-        else:  # pure critic: p0 + p1 (Q2Q) or p0 (A2Q)
-            measure = (0, 1) if name == "Q2Q" else (0,)
-        if max(measure) >= n_obs:
-            raise ValueError(
-                f"n_actions: a pure quantum actor needs n_actions <= n_obs, got {n_actions}"
-            )
-        return QuantumHead(
-            role=role,
-            mode="hybrid" if kind == "hybrid" else "pure",
-            n_obs=n_obs,
-            n_out=n_out,
-            measure=measure,
-            vqc_kwargs=vqc_kwargs,
-            readout="paper" if readout is None else readout,
-            scale=1.0 if scale is None else scale,
-            trainable_scale=bool(trainable_scale),
-            dtype=dtype,
-        )
-
+    _check_options(config, n_obs, n_actions)
+    a_kind, c_kind, _ = _SPECS[config.name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        actor = make("actor", a_kind, n_actions, actor_readout, actor_scale)
-        critic = make("critic", c_kind, 1, critic_readout, critic_scale)
-    agent = Agent(name, actor, critic, seed, n_obs, n_actions, dtype, options)
+        actor = _head(config, "actor", a_kind, n_obs, n_actions, dtype)
+        critic = _head(config, "critic", c_kind, n_obs, 1, dtype)
+    out = Agent(config.name, actor, critic, seed, n_obs, n_actions, dtype, config.options())
     if warn:
-        _warn_capacity(agent, gamma, max_episode_steps)
-    return agent
+        _warn_capacity(out, gamma, max_episode_steps)
+    return out
 
 
 def _warn_capacity(agent: Agent, gamma: float, max_episode_steps: int) -> None:

@@ -22,7 +22,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
         f'the repro command line needs the cli extra: pip install -e ".[cli]" ({e})'
     ) from e
 
-from repro.overrides import config_keys, field_docs, parse_seeds
+from repro.overrides import config_keys, config_values, field_docs, parse_seeds
 from repro.registry import EXPERIMENTS, ExperimentUnavailableError, load_experiment
 from repro.sweep import SweepResult, default_threads, plan_sweep, run_sweep
 
@@ -116,17 +116,38 @@ def _split_multi(argv: list[str]) -> list[str]:
     return out
 
 
+def _defaults(config_class: type) -> dict[str, Any]:
+    """The config class's default values by key (nested ones dotted); {} if it has none."""
+    try:
+        return config_values(config_class())
+    except TypeError:  # a field without a default
+        return {}
+
+
 def _cmd_list(cmd: ListCmd) -> int:
     if cmd.experiment is not None:
         exp = load_experiment(cmd.experiment)
         print(f"{cmd.experiment}: {exp.spec.description}")
-        print(f"config class {exp.spec.module}.{exp.spec.config_class}; keys:")
+        print(f"config class {exp.spec.module}.{exp.spec.config_class}; keys (--set KEY=VALUE):")
         docs = field_docs(exp.config_class)
+        defaults = _defaults(exp.config_class)
+        groups: set[str] = set()
         for key, tp in config_keys(exp.config_class).items():
-            doc = docs.get(key, "")
-            print(f"  {key}: {getattr(tp, '__name__', tp)}" + (f"  -- {doc}" if doc else ""))
+            group = key.rpartition(".")[0]
+            if group and group not in groups:  # a nested config: its doc, then its keys
+                groups.add(group)
+                print(f"  {group}.*" + (f"  -- {docs[group]}" if group in docs else ""))
+            default = f" = {defaults[key]!r}" if key in defaults else ""
+            doc = f"  -- {docs[key]}" if key in docs else ""
+            print(f"  {key}: {getattr(tp, '__name__', tp)}{default}{doc}")
+        print("configs (the keys each sets; the others keep the defaults above):")
         for name, cfg in exp.configs.items():
-            print(f"config {name}: {cfg}")
+            changed = [
+                f"{k}={v!r}"
+                for k, v in config_values(cfg).items()
+                if k not in defaults or defaults[k] != v
+            ]
+            print(f"config {name}: {', '.join(changed) or '(the defaults)'}")
         return 0
     for name, spec in EXPERIMENTS.items():
         try:

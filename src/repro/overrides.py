@@ -10,6 +10,7 @@ import io
 import itertools
 import shlex
 import textwrap
+import types
 import typing
 from collections import abc
 from collections.abc import Sequence
@@ -17,7 +18,14 @@ from typing import Any
 
 import tyro
 
-__all__ = ["MAX_SEEDS", "apply_overrides", "config_keys", "field_docs", "parse_seeds"]
+__all__ = [
+    "MAX_SEEDS",
+    "apply_overrides",
+    "config_keys",
+    "config_values",
+    "field_docs",
+    "parse_seeds",
+]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -36,8 +44,9 @@ def config_keys(config_class: type, prefix: str = "") -> dict[str, Any]:
     return keys
 
 
-def field_docs(config_class: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (``name: type = default`` then ``\"\"\"doc\"\"\"``)."""
+def field_docs(config_class: type, prefix: str = "") -> dict[str, str]:
+    """The docstring under each field of a dataclass (``name: type = default`` then
+    ``\"\"\"doc\"\"\"``); a nested dataclass's under dotted keys (``"a2c.n_envs"``)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(config_class)))
     except (OSError, TypeError, SyntaxError):
@@ -52,8 +61,39 @@ def field_docs(config_class: type) -> dict[str, str]:
             and isinstance(nxt.value, ast.Constant)
             and isinstance(nxt.value.value, str)
         ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+            docs[f"{prefix}{node.target.id}"] = " ".join(nxt.value.value.split())
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            docs.update(field_docs(tp, f"{prefix}{f.name}."))
     return docs
+
+
+def config_values(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A config dataclass instance's values by key (nested ones dotted), as ``config_keys``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(config_values(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def _unknown_key(key: str, config: Any, keys: Sequence[str]) -> ValueError:
+    """The error for an unknown key; it names the keys of a group (``agent`` -> ``agent.*``) or
+    the dotted keys that end in ``key`` (``n_envs`` -> ``a2c.n_envs``), else lists every key."""
+    group = [k for k in keys if k.startswith(f"{key}.")]
+    ends = [k for k in keys if k.endswith(f".{key}")]
+    if group:
+        listing = "it is a group of keys: " + ", ".join(group)
+    elif ends:
+        listing = f"did you mean {' or '.join(ends)}?"
+    else:
+        listing = "valid keys: " + ", ".join(sorted(keys))
+    return ValueError(f"unknown config key {key!r} for {type(config).__name__}; {listing}")
 
 
 def _type_name(tp: Any) -> str:
@@ -61,7 +101,11 @@ def _type_name(tp: Any) -> str:
 
 
 def _parse_one(config: Any, key: str, value: str, tp: Any) -> Any:
-    is_sequence = typing.get_origin(tp) in (tuple, list, set, frozenset, abc.Sequence)
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    options = typing.get_args(tp) if union else (tp,)  # `tuple[float, ...] | None` is a sequence
+    is_sequence = any(
+        typing.get_origin(t) in (tuple, list, set, frozenset, abc.Sequence) for t in options
+    )
     tokens = shlex.split(value) if is_sequence else [value]
     if tp is bool:
         low = value.strip().lower()
@@ -100,10 +144,7 @@ def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
         key, value = item.split("=", 1)
         key = key.strip().replace("-", "_")
         if key not in keys:
-            raise ValueError(
-                f"unknown config key {key!r} for {type(config).__name__}; valid keys: "
-                + ", ".join(sorted(keys))
-            )
+            raise _unknown_key(key, config, list(keys))
         if key == "seed":
             raise ValueError("--set seed=... is not allowed; choose seeds with --seeds")
         parsed.append((key, value))

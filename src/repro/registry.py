@@ -21,6 +21,9 @@ needs to know (convention 11; the experiment never imports ``repro``), read into
 ``params``          ``config -> int``: trainable parameters
 ``validate``        ``config -> None``: raises ``ValueError`` naming a bad value
 ``checkpoint``      the checkpoint's file name in the run folder (a ``torch.save`` zip archive)
+``upgrade_config``  ``dict -> dict``: a stored ``config.json`` of an older shape -> the current
+                    shape (the same dict when current), so that old run folders resume; the
+                    folder's file is never rewritten
 ==================  ===========================================================================
 """
 
@@ -84,6 +87,8 @@ class Protocol:
     validate: Callable[[Any], None] | None = None
     checkpoint: str | tuple[str, ...] | None = None
     """File name(s) of a run's checkpoint in its folder (zip archives: torch.save or np.savez)."""
+    upgrade_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """A stored ``config.json`` of an older shape -> the current shape (compared, never written)."""
 
     @classmethod
     def from_dict(cls, name: str, raw: object) -> Protocol:
@@ -118,7 +123,7 @@ class Protocol:
                 raise ExperimentUnavailableError(
                     f"experiment {name!r}: PROTOCOL[{key!r}] = {value!r} has the wrong type"
                 )
-        for key in ("progress_total", "params", "validate"):
+        for key in ("progress_total", "params", "validate", "upgrade_config"):
             if getattr(out, key) is not None and not callable(getattr(out, key)):
                 raise ExperimentUnavailableError(
                     f"experiment {name!r}: PROTOCOL[{key!r}] must be a function of the config"

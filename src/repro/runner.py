@@ -117,10 +117,24 @@ class _Scalars(typing.Protocol):
     def close(self) -> None: ...
 
 
-def check_config(run_dir: Path, config_json: Mapping[str, Any]) -> bool:
+def _dotted_json(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A JSON config with nested objects flattened to dotted keys (``{"a2c.n_envs": 16}``)."""
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_dotted_json(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_config(
+    run_dir: Path, config_json: Mapping[str, Any], protocol: Protocol | None = None
+) -> bool:
     """Whether ``run_dir`` already has a ``config.json``; raise if it differs from ``config_json``
     (:class:`ConfigMismatchError`), if it is corrupt (:class:`CorruptFileError`), or if it is
-    missing while the folder holds a run's files: they could be from any config."""
+    missing while the folder holds a run's files: they could be from any config. A stored config
+    of an older shape is compared after the experiment's ``upgrade_config`` (the file stays)."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         if has_results(run_dir):
@@ -132,13 +146,12 @@ def check_config(run_dir: Path, config_json: Mapping[str, Any]) -> bool:
     stored = read_json(path, CONFIG_HINT)
     if not isinstance(stored, dict):
         raise CorruptFileError(f"{path} does not hold a JSON object; {CONFIG_HINT}")
+    if protocol is not None and protocol.upgrade_config is not None:
+        stored = protocol.upgrade_config(stored)
     if not json_equal(stored, dict(config_json)):
-        diff = sorted(
-            k
-            for k in set(stored) | set(config_json)
-            if not json_equal(stored.get(k), config_json.get(k))
-        )
-        details = ", ".join(f"{k}: {stored.get(k)!r} -> {config_json.get(k)!r}" for k in diff)
+        old, new = _dotted_json(stored), _dotted_json(config_json)
+        diff = sorted(k for k in set(old) | set(new) if not json_equal(old.get(k), new.get(k)))
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise ConfigMismatchError(
             f"{run_dir} holds a run of a different config ({details}); "
             "use another --out folder or remove that run folder"
@@ -193,7 +206,7 @@ class _Member:
         try:
             self.params = count_params(protocol, task.config)
             config_json = config_to_json(task.config)
-            has_config = check_config(run_dir, config_json)
+            has_config = check_config(run_dir, config_json, protocol)
             check_checkpoint(run_dir, protocol)
             self.metrics = MetricsWriter(run_dir / METRICS_FILE)  # checks every stored line
         except BaseException:

@@ -154,7 +154,7 @@ def plan_sweep(
             config = dataclasses.replace(base, seed=seed)
             run_dir = run_dir_for(out, experiment, name, seed)
             try:
-                check_config(run_dir, config_to_json(config))
+                check_config(run_dir, config_to_json(config), exp.protocol)
                 status = run_state(run_dir).status
             except CorruptFileError as e:
                 message = f"not started: {e}"

@@ -156,3 +156,28 @@ def test_bad_input() -> None:
         build_agent("HQ2Q", trainable_scale=True)
     with pytest.raises(TypeError, match="seed"):
         build_agent("A2C", seed=1.5)  # type: ignore[arg-type]
+
+
+def test_agent_config_is_the_one_description() -> None:
+    """``build_agent(AgentConfig(...))`` equals ``build_agent(name, **options)``; every option
+    is declared once (a field of AgentConfig) with the heads it applies to."""
+    from dataclasses import fields
+
+    from qa2c.agents import _APPLIES, AgentConfig
+
+    assert set(_APPLIES) == {f.name for f in fields(AgentConfig)} - {"name"}
+    opts = {"n_layers": 3, "reupload": True, "critic_readout": "z", "critic_scale": 20.0}
+    a = build_agent(AgentConfig("Q2Q", **opts), seed=7, warn=False)
+    b = build_agent("Q2Q", seed=7, warn=False, **opts)
+    assert a.options == b.options == opts and a.num_parameters() == b.num_parameters()
+    for (na, pa), (nb, pb) in zip(a.critic.named_parameters(), b.critic.named_parameters()):
+        assert na == nb and torch.equal(pa, pb)
+    # keywords replace a config's fields; the default config is the paper's HA2Q
+    assert build_agent(AgentConfig(), hidden=7, warn=False).options == {"hidden": 7}
+    assert AgentConfig().options() == {} and AgentConfig().name == "HA2Q"
+    with pytest.raises(TypeError, match="n_layer: not an agent option; valid options: hidden"):
+        build_agent("Q2Q", n_layer=3)
+    with pytest.raises(TypeError, match="agent: expected a name or an AgentConfig"):
+        build_agent(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="hidden/n_layers"):
+        build_agent("A2C", hidden=-1)

@@ -110,8 +110,10 @@ def test_input_scaling_map_and_obs_scale() -> None:
     ],
 )
 def test_bad_options_raise(kwargs: dict[str, object], match: str) -> None:
+    kwargs = dict(kwargs)
+    name = kwargs.pop("name")
     with pytest.raises(ValueError, match=match):
-        build_agent(**kwargs)  # type: ignore[arg-type]
+        build_agent(name, **kwargs)  # type: ignore[arg-type]
 
 
 def test_grid_is_the_same_for_both_agents() -> None:

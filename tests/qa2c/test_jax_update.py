@@ -9,6 +9,7 @@ weights; light-cone-dead weights must not move at all in the JAX engine.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import qa2c.jax_engine  # noqa: F401
 from qa2c.a2c import A2C
 from qa2c.agents import AGENT_NAMES
-from qa2c.experiments.cartpole import CONFIGS, algorithm_config, make_agent
+from qa2c.experiments.cartpole import CONFIGS, CartPoleConfig, make_agent
 from qa2c.jax_engine.a2c import Batch, make_optimizers, make_update
 from qa2c.jax_engine.heads import agent_fns
 
@@ -31,16 +32,29 @@ UPDATES = 3
 # The improved configurations at a test's size (2 envs x 4 steps; their learning rate 0.01,
 # annealed over 200 steps so that every update sees another rate).
 _SMALL = dict(n_envs=2, n_steps=4, lr_anneal_steps=200)
+
+
+def _tweak(
+    config: CartPoleConfig, agent: dict[str, Any] | None = None, **a2c: Any
+) -> CartPoleConfig:
+    """``config`` with some agent and algorithm fields replaced."""
+    return dataclasses.replace(
+        config,
+        agent=dataclasses.replace(config.agent, **(agent or {})),
+        a2c=dataclasses.replace(config.a2c, **a2c),
+    )
+
+
 _CASES = {
     **{name: CONFIGS[name] for name in AGENT_NAMES},
-    "Q2Q-improved": dataclasses.replace(CONFIGS["Q2Q-improved"], **_SMALL),  # type: ignore[arg-type]
-    "A2C-improved": dataclasses.replace(CONFIGS["A2C-improved"], **_SMALL),  # type: ignore[arg-type]
+    "Q2Q-improved": _tweak(CONFIGS["Q2Q-improved"], **_SMALL),
+    "A2C-improved": _tweak(CONFIGS["A2C-improved"], **_SMALL),
     # entropy bonus, GAE without normalisation, two envs, angle-free improved circuit options
-    "HQ2Q-ent-gae": dataclasses.replace(
+    "HQ2Q-ent-gae": _tweak(
         CONFIGS["HQ2Q"], ent_coef=0.01, n_envs=2, n_steps=3, gae_lambda=0.9, max_grad_norm=0.3
     ),
-    "Q2C-reupload": dataclasses.replace(
-        CONFIGS["Q2C"], n_layers=3, reupload=True, input_scaling=True, lr_anneal_steps=4
+    "Q2C-reupload": _tweak(
+        CONFIGS["Q2C"], {"n_layers": 3, "reupload": True, "input_scaling": True}, lr_anneal_steps=4
     ),
 }
 
@@ -63,7 +77,7 @@ def _transitions(rng: np.random.Generator, t: int, e: int) -> dict[str, np.ndarr
 @pytest.mark.parametrize("case", list(_CASES))
 def test_update_matches_torch(case: str) -> None:
     config = dataclasses.replace(_CASES[case], dtype="float64", seed=5)
-    algo = algorithm_config(config)
+    algo = config.a2c
     agent = make_agent(config, warn=False)
     learner = A2C([agent], [config.seed], algo)
     fns = agent_fns(agent)

@@ -21,8 +21,19 @@ def test_list_shows_registered_experiments_and_configs(capsys: pytest.CaptureFix
     assert "toy-missing" in out and "unavailable" in out
     assert main(["list", "toy"]) == 0
     out = capsys.readouterr().out
-    assert "total_steps: int  -- SGD steps; one metric row per step." in out
-    assert "config fast-lr: ToyConfig(" in out
+    assert "total_steps: int = 30  -- SGD steps; one metric row per step." in out
+    assert "config small: (the defaults)" in out
+    assert "config fast-lr: total_steps=20, lr=0.3" in out
+
+
+def test_list_shows_nested_keys_with_docs_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "qa2c-cartpole"]) == 0
+    out = capsys.readouterr().out
+    assert "  agent.*  -- the agent: one of the paper's eight architectures" in out
+    assert "  agent.n_layers: int = 2  -- circuit layers of the quantum heads" in out
+    assert "  a2c.n_envs: int = 1  -- environments per agent" in out
+    assert "config HA2Q: (the defaults)" in out
+    assert "config A2C-improved: agent.name='A2C', agent.hidden=10, a2c.lr_actor=0.01," in out
 
 
 @pytest.mark.parametrize(
@@ -91,3 +102,39 @@ def test_seeds_and_multi_value_flags() -> None:
         *("run", "toy", "--config", "a", "--config", "b"),
         *("--set", "x=1", "--set", "y=2", "--seeds", "0-1"),
     ]
+
+
+def test_overrides_reach_nested_fields() -> None:
+    """``--set`` on the real QA2C config: dotted keys reach the nested agent and algorithm."""
+    from qa2c.experiments.cartpole import CONFIGS as QA2C
+
+    base = QA2C["HQ2Q"]
+    sets = ["a2c.n_envs=8", "a2c.discount_actor=false", "agent.n_layers=3", "total_steps=100"]
+    cfg = apply_overrides(base, [*sets, "agent.obs_scale=1 1 0.5 0.5"])
+    assert cfg.a2c == dataclasses.replace(base.a2c, n_envs=8, discount_actor=False)
+    assert cfg.agent == dataclasses.replace(base.agent, n_layers=3, obs_scale=(1, 1, 0.5, 0.5))
+    assert cfg.total_steps == 100 and base.a2c.n_envs == 1 and base.agent.n_layers == 2
+    assert "agent.n_layers" in config_keys(type(base)) and "n_layers" not in config_keys(type(base))
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        (
+            "a2c.n_env",
+            "unknown config key 'a2c.n_env' for CartPoleConfig; valid keys: a2c.adam_eps",
+        ),
+        ("n_envs", "unknown config key 'n_envs' for CartPoleConfig; did you mean a2c.n_envs?"),
+        (
+            "agent",
+            "unknown config key 'agent' for CartPoleConfig; it is a group of keys: agent.name",
+        ),
+    ],
+)
+def test_unknown_nested_key_is_named(
+    key: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "qa2c-cartpole", "--set", f"{key}=2", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing touched

@@ -75,6 +75,9 @@ def test_qa2c_cartpole_end_to_end_grouped(tmp_path: Path) -> None:
         ("qa2c-cartpole", "total_steps=0", "total_steps must be a positive int, got 0"),
         ("qa2c-cartpole", "checkpoint_every=-3", "checkpoint_every must be a positive int"),
         ("qa2c-cartpole", "dtype=float16", "dtype: expected one of"),
+        ("qa2c-cartpole", "a2c.n_envs=0", "a2c.n_envs must be a positive int, got 0"),
+        ("qa2c-cartpole", "a2c.gamma=1.5", "gamma: expected in [0, 1], got 1.5"),
+        ("qa2c-cartpole", "agent.actor_readout=z", "actor_readout: applies to a pure quantum"),
         ("ntl-arith", "max_steps=0", "max_steps must be a positive int, got 0"),
         (
             "ntl-regression",
@@ -111,3 +114,118 @@ def test_real_experiments_declare_score_progress_and_params() -> None:
         config = next(iter(exp.configs.values()))
         assert exp.protocol.progress_unit == "optimiser step"
         assert progress_total(exp.protocol, config) == config.max_steps
+
+
+_QA2C_TINY = ["total_steps=96", "checkpoint_every=32", "engine=torch"]
+
+
+def test_qa2c_nested_config_round_trips_through_config_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nested ``--set`` keys land in config.json's nested objects; the same command finds the
+    finished run (its config.json equals the config); another nested value is a mismatch that
+    names the dotted key."""
+    from qa2c.a2c import A2CConfig
+    from qa2c.agents import AgentConfig
+    from qa2c.experiments.cartpole import CONFIGS, CartPoleConfig, make_agent
+    from repro.overrides import apply_overrides
+
+    out = tmp_path / "runs"
+    sets = [*_QA2C_TINY, "a2c.n_envs=2", "a2c.n_steps=4", "a2c.gae_lambda=0.9"]
+    sets += ["agent.n_layers=3", "agent.obs_scale=1 1 0.5 0.5"]
+    argv = ["run", "qa2c-cartpole", "--config", "HQ2Q", "--out", str(out), *FAST]
+    assert main([*argv, "--set", *sets]) == 0
+    run_dir = out / "qa2c-cartpole/HQ2Q/seed-0"
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["a2c"]["n_envs"] == 2 and stored["agent"]["obs_scale"] == [1.0, 1.0, 0.5, 0.5]
+    agent = {**stored["agent"], "obs_scale": tuple(stored["agent"]["obs_scale"])}
+    rebuilt = CartPoleConfig(
+        **{**stored, "agent": AgentConfig(**agent), "a2c": A2CConfig(**stored["a2c"])}
+    )
+    assert rebuilt == apply_overrides(CONFIGS["HQ2Q"], sets)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["params"] == make_agent(rebuilt, warn=False).num_parameters() == 2 * 36 + 10 + 5
+    before = (run_dir / "config.json").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--set", *sets]) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    assert main([*argv, "--set", *sets[:-1], "agent.obs_scale=1 1 1 1"]) == 2
+    assert (
+        "agent.obs_scale: [1.0, 1.0, 0.5, 0.5] -> [1.0, 1.0, 1.0, 1.0]" in capsys.readouterr().err
+    )
+    assert (run_dir / "config.json").read_bytes() == before
+
+
+# What the flat CartPoleConfig of earlier releases wrote into config.json for HA2Q with
+# _QA2C_TINY (dataclasses.asdict of that config; the engine field came with the JAX engine).
+_FLAT_HA2Q = {
+    "seed": 0,
+    "agent": "HA2Q",
+    "total_steps": 96,
+    "checkpoint_every": 32,
+    "env_id": "CartPole-v1",
+    "dtype": "float32",
+    "hidden": 0,
+    "n_layers": 2,
+    "reupload": False,
+    "input_scaling": False,
+    "actor_readout": "paper",
+    "critic_readout": "paper",
+    "actor_scale": 1.0,
+    "critic_scale": 1.0,
+    "trainable_scale": False,
+    "gamma": 0.99,
+    "lr_actor": 0.0001,
+    "lr_critic": 0.0001,
+    "n_envs": 1,
+    "n_steps": 1,
+    "gae_lambda": 1.0,
+    "discount_actor": True,
+    "ent_coef": 0.0,
+    "normalize_advantage": False,
+    "max_grad_norm": 0.0,
+    "lr_anneal_steps": 0,
+    "engine": "torch",
+}
+
+
+def test_qa2c_flat_run_folder_resumes_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run folder interrupted under the flat config resumes (its config.json read through
+    the experiment's ``upgrade_config``, never rewritten) to the rows of an uninterrupted run;
+    a flat config that differs is a mismatch naming the dotted key."""
+    import dataclasses
+
+    import torch
+
+    from qa2c.experiments.cartpole import CONFIGS, run
+    from repro.storage import MetricsWriter, read_metrics
+
+    cfg = dataclasses.replace(CONFIGS["HA2Q"], total_steps=96, checkpoint_every=32, engine="torch")
+    out = tmp_path / "runs"
+    run_dir = out / "qa2c-cartpole/HA2Q/seed-0"
+    with MetricsWriter(run_dir / "metrics.jsonl") as log:  # the interrupted run's files
+        for row in run(cfg, run_dir):
+            log.append(row)
+            if row["step"] > 50:
+                break
+    stopped = int(torch.load(run_dir / "checkpoint.pt", weights_only=True)["vec_steps"])
+    assert 32 <= stopped < 96
+    (run_dir / "config.json").write_text(json.dumps(_FLAT_HA2Q, indent=2))
+    before = (run_dir / "config.json").read_bytes()
+    argv = ["run", "qa2c-cartpole", "--config", "HA2Q", "--set", *_QA2C_TINY, *FAST]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert (run_dir / "config.json").read_bytes() == before
+    resumed = [
+        {k: v for k, v in r.items() if k != "wall_time"}
+        for r in read_metrics(run_dir / "metrics.jsonl")
+    ]
+    fresh = [{k: v for k, v in r.items() if k != "wall_time"} for r in run(cfg, tmp_path / "fresh")]
+    assert resumed == fresh
+    other = out / "qa2c-cartpole/HA2Q/seed-1"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**_FLAT_HA2Q, "seed": 1, "lr_actor": 0.001}))
+    capsys.readouterr()
+    assert main([*argv, "--seeds", "1", "--out", str(out)]) == 2
+    assert "a2c.lr_actor: 0.001 -> 0.0001" in capsys.readouterr().err

@@ -5,47 +5,68 @@ paper's algorithm, plus improved configurations) and ``run(config, run_dir)`` yi
 episode. Two engines behind one switch, ``CartPoleConfig.engine``: ``"jax"`` (default; the whole
 training loop compiled, ``qa2c.jax_engine``) and ``"torch"`` (``qa2c.train``, the reference, any
 Gymnasium environment); same rows, run folders, resume and report either way (the random streams
-differ, so individual curves do). ``run_many(configs, run_dirs)`` trains several seeds of one configuration in one process
-(population training, in lockstep); each member's rows equal those of ``run`` for that seed, and
-each member keeps its own checkpoint ``run_dir/checkpoint.pt`` (torch) or ``checkpoint_jax.npz``
-(jax), resumable by either entry point.
+differ, so individual curves do). ``run_many(configs, run_dirs)`` trains several seeds of one
+configuration in one process (population training, in lockstep); each member's rows equal those
+of ``run`` for that seed, and each member keeps its own checkpoint ``run_dir/checkpoint.pt``
+(torch) or ``checkpoint_jax.npz`` (jax), resumable by either entry point.
+
+The config nests the agent (``CartPoleConfig.agent``: ``qa2c.agents.AgentConfig``) and the
+algorithm (``CartPoleConfig.a2c``: ``qa2c.a2c.A2CConfig``); each field is declared once, there.
+Run folders written with the earlier flat config resume: ``upgrade_config`` (declared in
+``PROTOCOL``) reads their ``config.json`` into the nested shape.
 
 Example (the paper's figure, one config, 10 seeds in one process)::
 
     from qa2c.experiments.cartpole import CONFIGS, run_many
     cfgs = [dataclasses.replace(CONFIGS["HA2Q"], seed=s) for s in range(10)]
+    more_envs = dataclasses.replace(cfgs[0], a2c=dataclasses.replace(cfgs[0].a2c, n_envs=4))
     for i, row in run_many(cfgs, [Path(f"/tmp/ha2q/{s}") for s in range(10)]): ...
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..a2c import A2CConfig
-from ..agents import AGENT_NAMES, Agent, build_agent
+from ..agents import AGENT_NAMES, Agent, AgentConfig, build_agent
 from ..train import train_population
 
-__all__ = ["CONFIGS", "CartPoleConfig", "curve_stats", "make_agent", "run", "run_many"]
+__all__ = [
+    "CONFIGS",
+    "CartPoleConfig",
+    "curve_stats",
+    "make_agent",
+    "run",
+    "run_many",
+    "upgrade_config",
+]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: the JAX engine's checkpoint file in a run folder (the torch engine's is ``checkpoint.pt``)
 JAX_CHECKPOINT = "checkpoint_jax.npz"
 
 
-@dataclass
+@dataclass(frozen=True)
 class CartPoleConfig:
-    """One training run of an actor-critic agent on CartPole-v1 (defaults: the paper's HA2Q)."""
+    """One training run of an actor-critic agent on CartPole-v1 (defaults: the paper's HA2Q).
+
+    The agent's architecture and the algorithm are nested configs (``--set agent.n_layers=4``,
+    ``--set a2c.n_envs=16`` on the command line); their defaults are the paper's.
+    """
 
     seed: int = 0
     """seed of the weights, the environments and the action sampling"""
-    agent: str = "HA2Q"
-    """agent: A2C, A2Q, Q2C, Q2Q, A2C5, HA2Q, HQ2C or HQ2Q"""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """the agent: one of the paper's eight architectures and its options"""
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    """the algorithm: the paper's one-step A2C, or the improved n-envs / GAE / ... form"""
     total_steps: int = 1_000_000
     """environment steps per agent"""
     checkpoint_every: int = 50_000
@@ -54,91 +75,57 @@ class CartPoleConfig:
     """Gymnasium environment id"""
     dtype: str = "float32"
     """float32 or float64"""
-    hidden: int = 0
-    """hidden units of the classical heads (0: the paper's 4 or 5)"""
-    n_layers: int = 2
-    """circuit layers of the quantum heads"""
-    reupload: bool = False
-    """data re-uploading (encoding before every layer)"""
-    input_scaling: bool = False
-    """trainable input scaling weights"""
-    actor_readout: str = "paper"
-    """pure quantum actor logits: 'paper' p_i = (<Z_i>+1)/2, or 'z' <Z_i>"""
-    critic_readout: str = "paper"
-    """pure quantum critic value: 'paper' sum of p_i, or 'z' sum of <Z_i>"""
-    actor_scale: float = 1.0
-    """scalar multiplier of the pure quantum actor's logits (initial value if trainable)"""
-    critic_scale: float = 1.0
-    """scalar multiplier of the pure quantum critic's value (initial value if trainable)"""
-    trainable_scale: bool = False
-    """make the pure heads' scalar scales trainable (one parameter each)"""
-    gamma: float = 0.99
-    """discount factor"""
-    lr_actor: float = 1e-4
-    """actor Adam learning rate"""
-    lr_critic: float = 1e-4
-    """critic Adam learning rate"""
-    n_envs: int = 1
-    """environments per agent"""
-    n_steps: int = 1
-    """steps per environment between updates"""
-    gae_lambda: float = 1.0
-    """GAE lambda (n_steps > 1)"""
-    discount_actor: bool = True
-    """weight the actor loss by gamma^t (the paper)"""
-    ent_coef: float = 0.0
-    """entropy bonus"""
-    normalize_advantage: bool = False
-    """normalise advantages per agent and rollout"""
-    max_grad_norm: float = 0.0
-    """per-agent gradient clipping norm (0: off)"""
-    lr_anneal_steps: int = 0
-    """anneal learning rates linearly to 0 over this many env steps (0: constant)"""
     engine: str = "jax"
     """'jax' (the whole loop compiled; CartPole-v1, Acrobot-v1; needs the jax extra) or 'torch'
     (the reference; any Gymnasium env)"""
 
 
 ENGINES = ("jax", "torch")
-_PAPER_DEFAULTS = CartPoleConfig()
-_AGENT_FIELDS = (
-    "hidden",
-    "n_layers",
-    "reupload",
-    "input_scaling",
-    "actor_readout",
-    "critic_readout",
-    "actor_scale",
-    "critic_scale",
-    "trainable_scale",
-)
 
 
-def algorithm_config(config: CartPoleConfig) -> A2CConfig:
-    """The A2C hyper-parameters of a config."""
-    names = [f.name for f in dataclasses.fields(A2CConfig)]
-    return A2CConfig(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+def upgrade_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's ``config.json`` in the flat shape of earlier releases -> the nested shape.
+
+    Flat: agent and algorithm fields at the top level, ``"agent"`` the agent's name. The fields
+    the flat shape lacked could not be set then, so they get the values those runs used: the
+    defaults of ``AgentConfig`` / ``A2CConfig`` (e.g. ``a2c.adam_eps``, ``agent.encoding``) and
+    ``engine="torch"`` when there is no ``engine`` (written before the JAX engine existed). Any
+    other field stays as stored (an unknown one remains a mismatch). A nested config is returned
+    as it is. The runner compares the result; it never rewrites the folder's file.
+    """
+    if not isinstance(stored.get("agent"), str):
+        return stored
+    agent_keys = {f.name for f in dataclasses.fields(AgentConfig)}
+    a2c_keys = {f.name for f in dataclasses.fields(A2CConfig)}
+    flat = {"engine": "torch", **stored, "name": stored["agent"]}
+    out = {k: v for k, v in flat.items() if k not in agent_keys | a2c_keys | {"agent"}}
+    agent = {k: flat[k] for k in agent_keys & set(flat)}
+    a2c = {k: flat[k] for k in a2c_keys & set(flat)}
+    out["agent"] = {**dataclasses.asdict(AgentConfig()), **agent}
+    out["a2c"] = {**dataclasses.asdict(A2CConfig()), **a2c}
+    result: dict[str, Any] = json.loads(json.dumps(out))  # tuples as lists, as in a config.json
+    return result
 
 
 def make_agent(config: CartPoleConfig, warn: bool = True) -> Agent:
-    """Build the config's agent; only options that differ from the paper are passed on."""
-    if config.agent not in AGENT_NAMES:
-        raise ValueError(f"agent: unknown {config.agent!r}; valid: {', '.join(AGENT_NAMES)}")
+    """Build the config's agent (weights from ``config.seed``)."""
     if config.dtype not in _DTYPES:
         raise ValueError(f"dtype: expected one of {tuple(_DTYPES)}, got {config.dtype!r}")
-    overrides: dict[str, Any] = {
-        name: getattr(config, name)
-        for name in _AGENT_FIELDS
-        if getattr(config, name) != getattr(_PAPER_DEFAULTS, name)
-    }
     return build_agent(
-        config.agent,
-        config.seed,
-        dtype=_DTYPES[config.dtype],
-        gamma=config.gamma,
-        warn=warn,
-        **overrides,
+        config.agent, config.seed, dtype=_DTYPES[config.dtype], gamma=config.a2c.gamma, warn=warn
     )
+
+
+def _dotted(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A (nested) config's fields as ``{"a2c.n_envs": 16, ...}``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_dotted(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
 
 
 def run(config: CartPoleConfig, run_dir: Path) -> Iterator[dict[str, Any]]:
@@ -159,14 +146,10 @@ def run_many(
         raise ValueError(
             f"configs/run_dirs: need equally many (> 0), got {len(configs)}, {len(run_dirs)}"
         )
-    ref = dataclasses.replace(configs[0], seed=0)
+    ref = _dotted(configs[0])
     for i, c in enumerate(configs):
-        if dataclasses.replace(c, seed=0) != ref:
-            diff = {
-                f.name: (getattr(ref, f.name), getattr(c, f.name))
-                for f in dataclasses.fields(c)
-                if f.name != "seed" and getattr(ref, f.name) != getattr(c, f.name)
-            }
+        diff = {k: (ref[k], v) for k, v in _dotted(c).items() if k != "seed" and ref[k] != v}
+        if diff:
             raise ValueError(
                 f"configs[{i}]: run_many needs configs that differ only in seed; {diff}"
             )
@@ -181,7 +164,7 @@ def run_many(
         agents,
         [c.seed for c in configs],
         configs[0].total_steps,
-        algorithm_config(configs[0]),
+        configs[0].a2c,
         configs[0].env_id,
         [Path(d) / "checkpoint.pt" for d in run_dirs],
         configs[0].checkpoint_every,
@@ -207,7 +190,7 @@ def _run_jax(
         agents,
         [c.seed for c in configs],
         cfg.total_steps,
-        algorithm_config(cfg),
+        cfg.a2c,
         cfg.env_id,
         [Path(d) / JAX_CHECKPOINT for d in run_dirs],
         cfg.checkpoint_every,
@@ -254,7 +237,7 @@ def curve_stats(
 # normalisation, Adam lr 0.01 annealed linearly to 0 over 200k steps, per-agent gradient clipping
 # 0.5, no γ^t factor on the actor loss. The output scales start where the readouts can express a
 # near-deterministic policy (β = 4: p(a) up to sigmoid(8)) and CartPole's values (±100).
-_IMPROVED_ALGO = dict(
+_IMPROVED_A2C = A2CConfig(
     gamma=0.99,
     lr_actor=0.01,
     lr_critic=0.01,
@@ -265,9 +248,9 @@ _IMPROVED_ALGO = dict(
     normalize_advantage=True,
     max_grad_norm=0.5,
     lr_anneal_steps=200_000,
-    total_steps=200_000,
 )
-_IMPROVED_Q2Q = dict(
+_IMPROVED_Q2Q = AgentConfig(
+    "Q2Q",
     n_layers=4,
     reupload=True,
     input_scaling=True,
@@ -279,20 +262,24 @@ _IMPROVED_Q2Q = dict(
 )
 
 CONFIGS: dict[str, CartPoleConfig] = {
-    **{name: CartPoleConfig(agent=name) for name in AGENT_NAMES},
+    **{name: CartPoleConfig(agent=AgentConfig(name)) for name in AGENT_NAMES},
     # pure quantum, 130 parameters
-    "Q2Q-improved": CartPoleConfig(agent="Q2Q", **_IMPROVED_Q2Q, **_IMPROVED_ALGO),  # type: ignore[arg-type]
+    "Q2Q-improved": CartPoleConfig(agent=_IMPROVED_Q2Q, a2c=_IMPROVED_A2C, total_steps=200_000),
     # classical MLPs of the same size (hidden 10: 72 + 61 = 133 parameters), same algorithm
-    "A2C-improved": CartPoleConfig(agent="A2C", hidden=10, **_IMPROVED_ALGO),  # type: ignore[arg-type]
+    "A2C-improved": CartPoleConfig(
+        agent=AgentConfig("A2C", hidden=10), a2c=_IMPROVED_A2C, total_steps=200_000
+    ),
 }
 
 
 def _validate_config(config: CartPoleConfig) -> None:
     """Raise ValueError naming the first bad value (before the runner creates any folder)."""
-    for name in ("total_steps", "checkpoint_every", "n_envs", "n_steps"):
-        value = getattr(config, name)
+    values = _dotted(config)
+    for name in ("total_steps", "checkpoint_every", "a2c.n_envs", "a2c.n_steps"):
+        value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    config.a2c.validate()
     make_agent(config, warn=False)  # agent, dtype and head options (a small agent, milliseconds)
 
 
@@ -310,4 +297,5 @@ PROTOCOL: dict[str, Any] = {
     "params": lambda config: make_agent(config, warn=False).num_parameters(),
     "validate": _validate_config,
     "checkpoint": ("checkpoint.pt", JAX_CHECKPOINT),
+    "upgrade_config": upgrade_config,
 }

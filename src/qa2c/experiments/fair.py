@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..a2c import A2C, A2CConfig
-from ..agents import Agent, QuantumHead, ScaledHead, build_agent
+from ..agents import Agent, AgentConfig, QuantumHead, ScaledHead, build_agent
 from ..envs import EnvPool
 from ..train import load_checkpoint, save_checkpoint
 from ..vqc import VQC
@@ -140,31 +140,28 @@ def _task(config: FairConfig) -> Task:
 
 def _quantum_agent(config: FairConfig, seed: int, warn: bool) -> Agent:
     t = _task(config)
-    return build_agent(
+    agent = AgentConfig(
         "Q2Q",
-        seed,
         n_layers=config.n_layers,
         reupload=True,
         input_scaling=True,
-        encoding=None if t.encoding == "cartpole_paper" else t.encoding,
+        encoding=t.encoding,
         actor_readout="z",
         critic_readout="z",
         actor_scale=config.actor_scale,
         critic_scale=config.critic_scale,
         trainable_scale=True,
         obs_scale=t.obs_scale,
-        n_obs=t.n_obs,
-        n_actions=t.n_actions,
-        gamma=config.gamma,
-        warn=warn,
+    )
+    return build_agent(
+        agent, seed, n_obs=t.n_obs, n_actions=t.n_actions, gamma=config.gamma, warn=warn
     )
 
 
 def _classical_agent(config: FairConfig, seed: int, hidden: int, warn: bool) -> Agent:
     t = _task(config)
-    return build_agent(
+    agent = AgentConfig(
         "A2C",
-        seed,
         hidden=hidden,
         obs_scale=t.obs_scale,
         mlp_input_map=t.mlp_input_map,
@@ -172,10 +169,9 @@ def _classical_agent(config: FairConfig, seed: int, hidden: int, warn: bool) -> 
         mlp_actor_scale=config.actor_scale,
         mlp_critic_scale=config.critic_scale,
         mlp_trainable_scale=True,
-        n_obs=t.n_obs,
-        n_actions=t.n_actions,
-        gamma=config.gamma,
-        warn=warn,
+    )
+    return build_agent(
+        agent, seed, n_obs=t.n_obs, n_actions=t.n_actions, gamma=config.gamma, warn=warn
     )
 
 
