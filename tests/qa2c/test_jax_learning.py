@@ -22,7 +22,7 @@ pytest.importorskip("gymnax")
 pytest.importorskip("optax")
 
 import qa2c.jax_engine  # noqa: F401
-from qa2c.experiments.cartpole import CONFIGS, algorithm_config, make_agent
+from qa2c.experiments.cartpole import CONFIGS, make_agent
 from qa2c.jax_engine.train import train_population as train_jax
 from qa2c.train import train_population as train_torch
 
@@ -35,7 +35,7 @@ def _returns(train: object) -> tuple[np.ndarray, np.ndarray]:
     cfg = CONFIGS["A2C-improved"]
     agents = [make_agent(dataclasses.replace(cfg, seed=s), warn=False) for s in SEEDS]
     rows: list[list[tuple[int, float]]] = [[] for _ in SEEDS]
-    for i, row in train(agents, SEEDS, STEPS, algorithm_config(cfg)):  # type: ignore[operator]
+    for i, row in train(agents, SEEDS, STEPS, cfg.a2c):  # type: ignore[operator]
         rows[i].append((row["step"], row["charts/episodic_return"]))
     early = [np.mean([r for s, r in rs if s <= STEPS // 4]) for rs in rows]
     late = [np.mean([r for s, r in rs if s > STEPS * 3 // 4]) for rs in rows]
