@@ -67,11 +67,10 @@ def _worker_pids(proc: subprocess.Popen[bytes]) -> list[int]:
     ]
 
 
-SLOW = ["total_steps=40", "checkpoint_every=7", "sleep_s=0.03"]
-
-
-def _argv(out: Path, *extra: str) -> list[str]:
-    return ["run", "toy", "--seeds", "0-1", "--set", *SLOW, "--out", str(out), *extra]
+def _argv(out: Path, *extra: str, sleep_s: float = 0.03) -> list[str]:
+    """The reference's runs, slowed by ``sleep_s`` per row so that a test can stop them mid-way."""
+    sets = ["total_steps=40", "checkpoint_every=7", f"sleep_s={sleep_s}"]
+    return ["run", "toy", "--seeds", "0-1", "--set", *sets, "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +115,10 @@ def test_one_ctrl_c_or_sigterm_stops_cleanly(tmp_path: Path, reference: Path, ho
     """Issue 16.4: after SIGINT the sweep went on with queued runs; three gave a traceback."""
     out = tmp_path / "out"
     # its own session: SIGINT goes to the driver's whole process group, as a terminal sends it
-    proc = _driver(_argv(out, "--workers", "2", "--no-progress"), start_new_session=True)
+    # 0.1 s per row: the sweep lasts >= 8 s, so on a loaded machine it cannot end before the signal
+    proc = _driver(
+        _argv(out, "--workers", "2", "--no-progress", sleep_s=0.1), start_new_session=True
+    )
     first = out / "toy" / "small" / "seed-0" / "metrics.jsonl"
     _wait_for(lambda: _rows(first) >= 5, "the first run to log 5 rows")
     workers = _worker_pids(proc)
@@ -134,7 +136,7 @@ def test_one_ctrl_c_or_sigterm_stops_cleanly(tmp_path: Path, reference: Path, ho
         assert run_state(d).status == "incomplete"  # no summary: it resumes next time
         log = (d / "metrics.jsonl").read_bytes()
         assert log == b"" or log.endswith(b"\n")  # closed, not torn
-    assert main([*_argv(out, "--workers", "1", "--no-progress")]) == 0
+    assert main([*_argv(out, "--workers", "1", "--no-progress", sleep_s=0.1)]) == 0
     _assert_same_as_reference(out, reference)
 
 
