@@ -52,10 +52,21 @@ def _rows(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+def _sigint_default() -> None:
+    """In the child before exec: Ctrl-C as a terminal-started process has it. An ignored SIGINT
+    stays ignored across exec (then Python keeps ignoring it), and the pytest worker that starts
+    the driver may have inherited or been left with an ignored SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _driver(argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
     code = _DRIVER.format(repo=str(REPO), argv=argv)
     return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_sigint_default,
+        **kw,
     )
 
 
