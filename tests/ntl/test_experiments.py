@@ -275,8 +275,9 @@ def test_named_configs() -> None:
     assert regression.CONFIGS["ntl-was"].ntl_weight == 2.0
 
 
-def test_laptop2_configs_exist_and_validate() -> None:
-    names = ("laptop2-ce", "laptop2-ntl-was", "laptop2-ntl-mse")
+@pytest.mark.parametrize("recipe", ["laptop2", "laptop3"])
+def test_laptop_recipe_configs_exist_and_validate(recipe: str) -> None:
+    names = (f"{recipe}-ce", f"{recipe}-ntl-was", f"{recipe}-ntl-mse")
     configs = [arith.CONFIGS[n] for n in names]
     assert [c.loss for c in configs] == ["ce", "ntl-was", "ntl-mse"]
     for cfg in configs:
@@ -292,17 +293,23 @@ def test_laptop2_configs_exist_and_validate() -> None:
         assert diff == {"loss"}
     # the ablations differ in the loss and/or lambda only
     for name, loss, weight in (
-        ("laptop2-gauss-ce", "gauss-ce", 0.3),
-        ("laptop2-gauss-ce+ntl-was", "gauss-ce+ntl-was", 0.3),
-        ("laptop2-ntl-was-0.1", "ntl-was", 0.1),
-        ("laptop2-ntl-was-0.8", "ntl-was", 0.8),
-        ("laptop2-ntl-was-2.0", "ntl-was", 2.0),
+        (f"{recipe}-gauss-ce", "gauss-ce", 0.3),
+        (f"{recipe}-gauss-ce+ntl-was", "gauss-ce+ntl-was", 0.3),
+        (f"{recipe}-ntl-was-0.1", "ntl-was", 0.1),
+        (f"{recipe}-ntl-was-0.8", "ntl-was", 0.8),
+        (f"{recipe}-ntl-was-2.0", "ntl-was", 2.0),
     ):
         cfg = arith.CONFIGS[name]
         arith.PROTOCOL["validate"](cfg)
         assert (cfg.loss, cfg.ntl_weight) == (loss, weight)
         diff = {k for k, v in dataclasses.asdict(cfg).items() if base[k] != v}
         assert diff <= {"loss", "ntl_weight"}
+    if recipe == "laptop3":  # laptop2 with one pass over fresh questions, nothing else changed
+        old = dataclasses.asdict(arith.CONFIGS["laptop2-ce"])
+        assert {k for k, v in base.items() if old[k] != v} == {"train_size"}
+        assert base["train_size"] * len(configs[0].categories) >= base["max_steps"] * base[
+            "batch_size"
+        ]
 
 
 def test_diabetes_text(tok: object) -> None:
