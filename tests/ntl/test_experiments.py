@@ -307,9 +307,10 @@ def test_laptop_recipe_configs_exist_and_validate(recipe: str) -> None:
     if recipe == "laptop3":  # laptop2 with one pass over fresh questions, nothing else changed
         old = dataclasses.asdict(arith.CONFIGS["laptop2-ce"])
         assert {k for k, v in base.items() if old[k] != v} == {"train_size"}
-        assert base["train_size"] * len(configs[0].categories) >= base["max_steps"] * base[
-            "batch_size"
-        ]
+        assert (
+            base["train_size"] * len(configs[0].categories)
+            >= base["max_steps"] * base["batch_size"]
+        )
 
 
 def test_diabetes_text(tok: object) -> None:
