@@ -1,6 +1,10 @@
 """CE + Number Token Loss, forward + backward: torch CE, ntloss, our reference, fused and linear paths.
 
-    python benchmarks/ntl_loss.py [--threads N] [--reps R] [--hidden H] [--no-memory]
+    python benchmarks/ntl_loss.py [--reps R] [--hidden H] [--no-memory] [--no-timing]
+        [--vocab-sizes 128,32000] [--linear-rows 512,2048] [--memory-rows 512,2048,8192]
+        [--memory-dtypes float32,bfloat16]
+
+(the list options select rows of the tables, e.g. while iterating on one of them).
 
 Times: float32, interleaved repetitions (every method once per round, median over rounds of
 the per-round ratios), wall clock and this thread's CPU time (the machine is shared: CPU time
@@ -265,11 +269,11 @@ def add_ratios(
     ratios[key + " (cpu)"] = paired_ratio(cpu, name, baseline)
 
 
-def timing_child(reps: int, hidden: int) -> None:
+def timing_child(reps: int, hidden: int, vocab_sizes: list[int], linear_rows: list[int]) -> None:
     """All timings in this process (its allocator mode comes from the parent); ratios as JSON."""
     torch.set_num_threads(1)
     ratios: dict[str, float] = {}
-    for vocab_size in (128, 32000):
+    for vocab_size in vocab_sizes:
         methods, check = loss_methods(vocab_size, 2048)
         wall, cpu, rounds = run_rounds(methods, reps)
         print_table(f"V={vocab_size} B*T=2048 ({rounds} rounds); {check}", wall, cpu, "torch CE")
@@ -286,7 +290,7 @@ def timing_child(reps: int, hidden: int) -> None:
         )
         del methods
         gc.collect()
-    for rows in (512, 2048):
+    for rows in linear_rows:
         lin, _ = linear_methods(32000, rows, hidden)
         wall, cpu, rounds = run_rounds(lin, max(3, (2 * reps) // 3))
         print_table(
@@ -308,7 +312,7 @@ def timing_child(reps: int, hidden: int) -> None:
     print("RATIOS " + json.dumps(ratios))
 
 
-def memory_table(hidden: int) -> None:
+def memory_table(hidden: int, rows_list: list[int], dtypes: list[str]) -> None:
     """Peak memory of one forward+backward per method, with and without the returned gradients.
 
     ``total`` = the RSS high-water mark above the inputs: everything the call allocates,
@@ -328,8 +332,8 @@ def memory_table(hidden: int) -> None:
         f"  {'dtype':8s} {'B*T':>5s} {'method':26s} {'total':>8s} {'grads':>7s} {'scratch':>8s} "
         f"{'total x':>8s} {'floor x':>8s} {'scratch x':>10s}"
     )
-    for dtype in ("float32", "bfloat16"):
-        for rows in (512, 2048, 8192):
+    for dtype in dtypes:
+        for rows in rows_list:
             found: dict[str, tuple[float, float]] = {}
             for method in LINEAR_METHODS:
                 out = child(
@@ -360,16 +364,30 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the linear variant")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--no-timing", action="store_true", help="only the memory table")
+    parser.add_argument(
+        "--vocab-sizes", default="128,32000", help="V of the loss timings (comma-separated)"
+    )
+    parser.add_argument(
+        "--linear-rows", default="512,2048", help="B*T of the linear timings (comma-separated)"
+    )
+    parser.add_argument(
+        "--memory-rows", default="512,2048,8192", help="B*T of the memory table (comma-separated)"
+    )
+    parser.add_argument(
+        "--memory-dtypes", default="float32,bfloat16", help="dtypes of the memory table"
+    )
     parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=2048, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    vocab_sizes = [int(v) for v in args.vocab_sizes.split(",") if v]
+    linear_rows = [int(v) for v in args.linear_rows.split(",") if v]
     if args.memory_child is not None:
         memory_child(args.memory_child, 32000, args.rows, args.hidden, args.dtype)
         return
     if args.timing_child:
-        timing_child(args.reps, args.hidden)
+        timing_child(args.reps, args.hidden, vocab_sizes, linear_rows)
         return
     print(
         f"torch {torch.__version__}, 1 thread, forward+backward; memory available {free_gib():.1f} GiB"
@@ -378,7 +396,11 @@ def main() -> None:
     for mode, env in {} if args.no_timing else MODES.items():
         settings = " ".join(f"{k}={v}" for k, v in env.items()) or "(no MALLOC_* settings)"
         print(f"\n=== allocator: {mode} {settings} ===")
-        out = child(["--timing-child", "--reps", str(args.reps), "--hidden", str(args.hidden)], env)
+        out = child(
+            ["--timing-child", "--reps", str(args.reps), "--hidden", str(args.hidden),
+             "--vocab-sizes", args.vocab_sizes, "--linear-rows", args.linear_rows],
+            env,
+        )  # fmt: skip
         lines = out.strip().splitlines()
         print("\n".join(line for line in lines if not line.startswith("RATIOS ")))
         summary[mode] = json.loads(lines[-1][len("RATIOS ") :])
@@ -389,7 +411,11 @@ def main() -> None:
         for key in summary[modes[0]]:
             print(f"  {key:58s}" + "".join(f"{summary[m][key]:15.2f}" for m in modes))
     if not args.no_memory:
-        memory_table(args.hidden)
+        memory_table(
+            args.hidden,
+            [int(v) for v in args.memory_rows.split(",") if v],
+            [d for d in args.memory_dtypes.split(",") if d],
+        )
 
 
 if __name__ == "__main__":
