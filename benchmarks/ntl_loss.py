@@ -19,7 +19,8 @@ twice, in two subprocesses that differ only in glibc's allocator settings:
 
 Peak memory of the linear path against the materialised logits + torch CE is measured in a fresh
 subprocess per method, with and without the hidden / W gradients every method returns (see
-:func:`memory_table`) (RSS high-water mark, VmHWM, reset after the set-up), fp32 and bf16,
+:func:`memory_table`) (RSS high-water mark, VmHWM, reset after a warm-up call of the same
+method and sizes), fp32 and bf16,
 B·T = 512, 2048, 8192, with ``MALLOC_MMAP_THRESHOLD_=65536`` so that every freed buffer leaves
 the RSS at once (glibc otherwise keeps some for reuse, which hides or inflates peaks).
 The machine is shared: read the ratios, not the absolute times.
@@ -225,8 +226,11 @@ def reset_high_water() -> bool:
 def memory_child(method: str, vocab_size: int, rows: int, hidden: int, dtype: str) -> None:
     """Run one forward+backward and print the RSS high-water marks (KiB) as JSON."""
     torch.set_num_threads(1)
-    warm, _ = linear_methods(vocab_size, 64, hidden, getattr(torch, dtype))
-    warm[method]()  # one-time library set-up (kernels, thread pool) is not the method's memory
+    # One warm-up call of the same method and sizes: one-time library set-up (the thread pool,
+    # oneDNN's kernels and buffers for each new matmul shape: ~1.4 MiB for the 29-row bf16
+    # chunks when the warm-up ran other shapes) is not the method's memory per step.
+    warm, _ = linear_methods(vocab_size, rows, hidden, getattr(torch, dtype))
+    warm[method]()
     del warm
     fn, grad_bytes = linear_methods(vocab_size, rows, hidden, getattr(torch, dtype))
     methods = {k: v for k, v in fn.items() if k == method}
