@@ -2,7 +2,7 @@
 
     python benchmarks/ntl_loss.py [--reps R] [--hidden H] [--no-memory] [--no-timing]
         [--vocab-sizes 128,32000] [--linear-rows 512,2048] [--memory-rows 512,2048,8192]
-        [--memory-dtypes float32,bfloat16]
+        [--memory-dtypes float32,bfloat16] [--linear-chunks 57,128]
 
 (the list options select rows of the tables, e.g. while iterating on one of them).
 
@@ -97,15 +97,16 @@ def run_rounds(
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
     """Wall and CPU seconds per method and round, and the number of rounds.
 
-    Each round runs every method once. At least ``reps`` rounds, more (up to 500) while a round
-    fits ``budget_s`` in total, so that millisecond-sized cases get enough samples on a noisy
-    shared machine. CPU time is this thread's (``time.thread_time``: user + system, page
-    faults included), which a loaded machine inflates less than the wall clock.
+    Each round runs every method once. At least ``reps`` rounds, more (up to 500) while they
+    fit ``budget_s`` of this thread's CPU time in total, so that millisecond-sized cases get
+    enough samples on a noisy shared machine (a wall-clock budget gave a loaded machine fewer
+    rounds). CPU time is this thread's (``time.thread_time``: user + system, page faults
+    included), which a loaded machine inflates less than the wall clock.
     """
-    start = time.perf_counter()
+    start = time.thread_time()
     for fn in methods.values():  # warm-up
         fn()
-    one_round = time.perf_counter() - start
+    one_round = time.thread_time() - start
     rounds = max(reps, min(500, int(budget_s / max(one_round, 1e-9))))
     wall: dict[str, list[float]] = {name: [] for name in methods}
     cpu: dict[str, list[float]] = {name: [] for name in methods}
@@ -176,9 +177,16 @@ def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], Non
 
 
 def linear_methods(
-    vocab_size: int, rows: int, hidden: int, dtype: torch.dtype = torch.float32
+    vocab_size: int,
+    rows: int,
+    hidden: int,
+    dtype: torch.dtype = torch.float32,
+    chunks: tuple[int, ...] = (),
 ) -> tuple[dict[str, Callable[[], None]], int]:
-    """Forward+backward closures of the linear variants, and the bytes of the two gradients."""
+    """Forward+backward closures of the linear variants, and the bytes of the two gradients.
+
+    ``chunks``: extra variants of the linear path with these explicit ``chunk_size`` rows.
+    """
     gen = torch.Generator().manual_seed(2)
     h = torch.randn(rows, hidden, generator=gen).to(dtype).requires_grad_()
     w = (torch.randn(vocab_size, hidden, generator=gen) / hidden**0.5).to(dtype).requires_grad_()
@@ -201,6 +209,10 @@ def linear_methods(
             cross_entropy_with_ntl(h @ w.T, labels, vocab, fused=True)
         ),
     }
+    for n in chunks:
+        methods[f"ours linear, chunk {n}"] = lambda n=n: step(
+            linear_cross_entropy_with_ntl(h, w, labels, vocab, chunk_size=n)
+        )
     return methods, (h.numel() + w.numel()) * h.element_size()
 
 
@@ -273,7 +285,13 @@ def add_ratios(
     ratios[key + " (cpu)"] = paired_ratio(cpu, name, baseline)
 
 
-def timing_child(reps: int, hidden: int, vocab_sizes: list[int], linear_rows: list[int]) -> None:
+def timing_child(
+    reps: int,
+    hidden: int,
+    vocab_sizes: list[int],
+    linear_rows: list[int],
+    linear_chunks: tuple[int, ...] = (),
+) -> None:
     """All timings in this process (its allocator mode comes from the parent); ratios as JSON."""
     torch.set_num_threads(1)
     ratios: dict[str, float] = {}
@@ -295,7 +313,7 @@ def timing_child(reps: int, hidden: int, vocab_sizes: list[int], linear_rows: li
         del methods
         gc.collect()
     for rows in linear_rows:
-        lin, _ = linear_methods(32000, rows, hidden)
+        lin, _ = linear_methods(32000, rows, hidden, chunks=linear_chunks)
         wall, cpu, rounds = run_rounds(lin, max(3, (2 * reps) // 3))
         print_table(
             f"linear V=32000 B*T={rows} H={hidden} fp32 ({rounds} rounds)",
@@ -375,6 +393,11 @@ def main() -> None:
         "--linear-rows", default="512,2048", help="B*T of the linear timings (comma-separated)"
     )
     parser.add_argument(
+        "--linear-chunks",
+        default="",
+        help="also time the linear path with these chunk sizes (comma-separated rows)",
+    )
+    parser.add_argument(
         "--memory-rows", default="512,2048,8192", help="B*T of the memory table (comma-separated)"
     )
     parser.add_argument(
@@ -391,7 +414,8 @@ def main() -> None:
         memory_child(args.memory_child, 32000, args.rows, args.hidden, args.dtype)
         return
     if args.timing_child:
-        timing_child(args.reps, args.hidden, vocab_sizes, linear_rows)
+        chunks = tuple(int(v) for v in args.linear_chunks.split(",") if v)
+        timing_child(args.reps, args.hidden, vocab_sizes, linear_rows, chunks)
         return
     print(
         f"torch {torch.__version__}, 1 thread, forward+backward; memory available {free_gib():.1f} GiB"
@@ -402,7 +426,8 @@ def main() -> None:
         print(f"\n=== allocator: {mode} {settings} ===")
         out = child(
             ["--timing-child", "--reps", str(args.reps), "--hidden", str(args.hidden),
-             "--vocab-sizes", args.vocab_sizes, "--linear-rows", args.linear_rows],
+             "--vocab-sizes", args.vocab_sizes, "--linear-rows", args.linear_rows,
+             "--linear-chunks", args.linear_chunks],
             env,
         )  # fmt: skip
         lines = out.strip().splitlines()
