@@ -1,6 +1,10 @@
 """CE + Number Token Loss, forward + backward: torch CE, ntloss, our reference, fused and linear paths.
 
-    python benchmarks/ntl_loss.py [--threads N] [--reps R] [--hidden H] [--no-memory]
+    python benchmarks/ntl_loss.py [--reps R] [--hidden H] [--no-memory] [--no-timing]
+        [--vocab-sizes 128,32000] [--linear-rows 512,2048] [--memory-rows 512,2048,8192]
+        [--memory-dtypes float32,bfloat16] [--linear-chunks 57,128]
+
+(the list options select rows of the tables, e.g. while iterating on one of them).
 
 Times: float32, interleaved repetitions (every method once per round, median over rounds of
 the per-round ratios), wall clock and this thread's CPU time (the machine is shared: CPU time
@@ -15,7 +19,8 @@ twice, in two subprocesses that differ only in glibc's allocator settings:
 
 Peak memory of the linear path against the materialised logits + torch CE is measured in a fresh
 subprocess per method, with and without the hidden / W gradients every method returns (see
-:func:`memory_table`) (RSS high-water mark, VmHWM, reset after the set-up), fp32 and bf16,
+:func:`memory_table`) (RSS high-water mark, VmHWM, reset after a warm-up call of the same
+method and sizes), fp32 and bf16,
 B·T = 512, 2048, 8192, with ``MALLOC_MMAP_THRESHOLD_=65536`` so that every freed buffer leaves
 the RSS at once (glibc otherwise keeps some for reuse, which hides or inflates peaks).
 The machine is shared: read the ratios, not the absolute times.
@@ -92,15 +97,16 @@ def run_rounds(
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
     """Wall and CPU seconds per method and round, and the number of rounds.
 
-    Each round runs every method once. At least ``reps`` rounds, more (up to 500) while a round
-    fits ``budget_s`` in total, so that millisecond-sized cases get enough samples on a noisy
-    shared machine. CPU time is this thread's (``time.thread_time``: user + system, page
-    faults included), which a loaded machine inflates less than the wall clock.
+    Each round runs every method once. At least ``reps`` rounds, more (up to 500) while they
+    fit ``budget_s`` of this thread's CPU time in total, so that millisecond-sized cases get
+    enough samples on a noisy shared machine (a wall-clock budget gave a loaded machine fewer
+    rounds). CPU time is this thread's (``time.thread_time``: user + system, page faults
+    included), which a loaded machine inflates less than the wall clock.
     """
-    start = time.perf_counter()
+    start = time.thread_time()
     for fn in methods.values():  # warm-up
         fn()
-    one_round = time.perf_counter() - start
+    one_round = time.thread_time() - start
     rounds = max(reps, min(500, int(budget_s / max(one_round, 1e-9))))
     wall: dict[str, list[float]] = {name: [] for name in methods}
     cpu: dict[str, list[float]] = {name: [] for name in methods}
@@ -171,9 +177,16 @@ def loss_methods(vocab_size: int, rows: int) -> tuple[dict[str, Callable[[], Non
 
 
 def linear_methods(
-    vocab_size: int, rows: int, hidden: int, dtype: torch.dtype = torch.float32
+    vocab_size: int,
+    rows: int,
+    hidden: int,
+    dtype: torch.dtype = torch.float32,
+    chunks: tuple[int, ...] = (),
 ) -> tuple[dict[str, Callable[[], None]], int]:
-    """Forward+backward closures of the linear variants, and the bytes of the two gradients."""
+    """Forward+backward closures of the linear variants, and the bytes of the two gradients.
+
+    ``chunks``: extra variants of the linear path with these explicit ``chunk_size`` rows.
+    """
     gen = torch.Generator().manual_seed(2)
     h = torch.randn(rows, hidden, generator=gen).to(dtype).requires_grad_()
     w = (torch.randn(vocab_size, hidden, generator=gen) / hidden**0.5).to(dtype).requires_grad_()
@@ -196,6 +209,10 @@ def linear_methods(
             cross_entropy_with_ntl(h @ w.T, labels, vocab, fused=True)
         ),
     }
+    for n in chunks:
+        methods[f"ours linear, chunk {n}"] = lambda n=n: step(
+            linear_cross_entropy_with_ntl(h, w, labels, vocab, chunk_size=n)
+        )
     return methods, (h.numel() + w.numel()) * h.element_size()
 
 
@@ -221,8 +238,11 @@ def reset_high_water() -> bool:
 def memory_child(method: str, vocab_size: int, rows: int, hidden: int, dtype: str) -> None:
     """Run one forward+backward and print the RSS high-water marks (KiB) as JSON."""
     torch.set_num_threads(1)
-    warm, _ = linear_methods(vocab_size, 64, hidden, getattr(torch, dtype))
-    warm[method]()  # one-time library set-up (kernels, thread pool) is not the method's memory
+    # One warm-up call of the same method and sizes: one-time library set-up (the thread pool,
+    # oneDNN's kernels and buffers for each new matmul shape: ~1.4 MiB for the 29-row bf16
+    # chunks when the warm-up ran other shapes) is not the method's memory per step.
+    warm, _ = linear_methods(vocab_size, rows, hidden, getattr(torch, dtype))
+    warm[method]()
     del warm
     fn, grad_bytes = linear_methods(vocab_size, rows, hidden, getattr(torch, dtype))
     methods = {k: v for k, v in fn.items() if k == method}
@@ -265,11 +285,17 @@ def add_ratios(
     ratios[key + " (cpu)"] = paired_ratio(cpu, name, baseline)
 
 
-def timing_child(reps: int, hidden: int) -> None:
+def timing_child(
+    reps: int,
+    hidden: int,
+    vocab_sizes: list[int],
+    linear_rows: list[int],
+    linear_chunks: tuple[int, ...] = (),
+) -> None:
     """All timings in this process (its allocator mode comes from the parent); ratios as JSON."""
     torch.set_num_threads(1)
     ratios: dict[str, float] = {}
-    for vocab_size in (128, 32000):
+    for vocab_size in vocab_sizes:
         methods, check = loss_methods(vocab_size, 2048)
         wall, cpu, rounds = run_rounds(methods, reps)
         print_table(f"V={vocab_size} B*T=2048 ({rounds} rounds); {check}", wall, cpu, "torch CE")
@@ -286,8 +312,8 @@ def timing_child(reps: int, hidden: int) -> None:
         )
         del methods
         gc.collect()
-    for rows in (512, 2048):
-        lin, _ = linear_methods(32000, rows, hidden)
+    for rows in linear_rows:
+        lin, _ = linear_methods(32000, rows, hidden, chunks=linear_chunks)
         wall, cpu, rounds = run_rounds(lin, max(3, (2 * reps) // 3))
         print_table(
             f"linear V=32000 B*T={rows} H={hidden} fp32 ({rounds} rounds)",
@@ -308,7 +334,7 @@ def timing_child(reps: int, hidden: int) -> None:
     print("RATIOS " + json.dumps(ratios))
 
 
-def memory_table(hidden: int) -> None:
+def memory_table(hidden: int, rows_list: list[int], dtypes: list[str]) -> None:
     """Peak memory of one forward+backward per method, with and without the returned gradients.
 
     ``total`` = the RSS high-water mark above the inputs: everything the call allocates,
@@ -328,8 +354,8 @@ def memory_table(hidden: int) -> None:
         f"  {'dtype':8s} {'B*T':>5s} {'method':26s} {'total':>8s} {'grads':>7s} {'scratch':>8s} "
         f"{'total x':>8s} {'floor x':>8s} {'scratch x':>10s}"
     )
-    for dtype in ("float32", "bfloat16"):
-        for rows in (512, 2048, 8192):
+    for dtype in dtypes:
+        for rows in rows_list:
             found: dict[str, tuple[float, float]] = {}
             for method in LINEAR_METHODS:
                 out = child(
@@ -360,16 +386,36 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256, help="hidden size of the linear variant")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--no-timing", action="store_true", help="only the memory table")
+    parser.add_argument(
+        "--vocab-sizes", default="128,32000", help="V of the loss timings (comma-separated)"
+    )
+    parser.add_argument(
+        "--linear-rows", default="512,2048", help="B*T of the linear timings (comma-separated)"
+    )
+    parser.add_argument(
+        "--linear-chunks",
+        default="",
+        help="also time the linear path with these chunk sizes (comma-separated rows)",
+    )
+    parser.add_argument(
+        "--memory-rows", default="512,2048,8192", help="B*T of the memory table (comma-separated)"
+    )
+    parser.add_argument(
+        "--memory-dtypes", default="float32,bfloat16", help="dtypes of the memory table"
+    )
     parser.add_argument("--timing-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=2048, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    vocab_sizes = [int(v) for v in args.vocab_sizes.split(",") if v]
+    linear_rows = [int(v) for v in args.linear_rows.split(",") if v]
     if args.memory_child is not None:
         memory_child(args.memory_child, 32000, args.rows, args.hidden, args.dtype)
         return
     if args.timing_child:
-        timing_child(args.reps, args.hidden)
+        chunks = tuple(int(v) for v in args.linear_chunks.split(",") if v)
+        timing_child(args.reps, args.hidden, vocab_sizes, linear_rows, chunks)
         return
     print(
         f"torch {torch.__version__}, 1 thread, forward+backward; memory available {free_gib():.1f} GiB"
@@ -378,7 +424,12 @@ def main() -> None:
     for mode, env in {} if args.no_timing else MODES.items():
         settings = " ".join(f"{k}={v}" for k, v in env.items()) or "(no MALLOC_* settings)"
         print(f"\n=== allocator: {mode} {settings} ===")
-        out = child(["--timing-child", "--reps", str(args.reps), "--hidden", str(args.hidden)], env)
+        out = child(
+            ["--timing-child", "--reps", str(args.reps), "--hidden", str(args.hidden),
+             "--vocab-sizes", args.vocab_sizes, "--linear-rows", args.linear_rows,
+             "--linear-chunks", args.linear_chunks],
+            env,
+        )  # fmt: skip
         lines = out.strip().splitlines()
         print("\n".join(line for line in lines if not line.startswith("RATIOS ")))
         summary[mode] = json.loads(lines[-1][len("RATIOS ") :])
@@ -389,7 +440,11 @@ def main() -> None:
         for key in summary[modes[0]]:
             print(f"  {key:58s}" + "".join(f"{summary[m][key]:15.2f}" for m in modes))
     if not args.no_memory:
-        memory_table(args.hidden)
+        memory_table(
+            args.hidden,
+            [int(v) for v in args.memory_rows.split(",") if v],
+            [d for d in args.memory_dtypes.split(",") if d],
+        )
 
 
 if __name__ == "__main__":

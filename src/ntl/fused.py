@@ -7,8 +7,11 @@ number-token indexing. This module computes the same loss and gradient in one ch
 * per chunk of rows (small enough to stay in cache): ``softmax`` straight into the gradient
   buffer, the log-sum-exp from the row max and the largest probability, the one-hot (and label
   smoothing) subtraction, the per-row normalisation;
-* NTL only touches the K number-token columns of the rows whose label is a number token: gather
-  (M, K) logits, softmax, analytic gradient of the chosen ``kind``, ``index_put_`` back;
+* NTL only touches the K number-token columns of the M rows whose label is a number token, as a
+  few ops on a (K, M) block whatever N and V: one ``take`` of those logits, their softmax, the
+  analytic gradient of the chosen ``kind`` and one ``index_add_`` into the gradient buffer. The
+  index tensors (slot of each token id, WAS distances) are built once per vocabulary
+  (:class:`ntl.vocab.NumberTable`);
 * backward only multiplies the prepared buffer by ``grad_output`` (nothing when it is 1).
 
 Nothing of size (N, V) is allocated beyond the one gradient buffer (none at all when the logits
@@ -34,6 +37,7 @@ from ntl._validate import (
     compute_dtype,
     mean_denominator,
 )
+from ntl.vocab import NumberTable, number_table, squash_distances
 
 __all__ = [
     "LabelPlan",
@@ -44,9 +48,10 @@ __all__ = [
     "default_chunk_rows",
     "fused_cross_entropy_with_ntl",
     "fused_loss",
-    "index_of_tokens",
     "make_options",
-    "ntl_value_and_grad",
+    "ntl_columns",
+    "ntl_total",
+    "number_positions",
     "number_softmax",
     "plan_labels",
     "softmax_ce_grad_",
@@ -121,53 +126,47 @@ def make_options(
 class LabelPlan:
     """Everything derived from the labels alone, computed once per call (N = flattened rows).
 
-    ``number_rows`` are sorted row indices whose label is a number token; ``ce_weight`` and
-    ``ntl_weight`` are the per-row factors of the gradient (normalisation folded in).
+    ``number_rows`` are sorted row indices whose label is a number token, ``number_slots`` their
+    labels' slots in the :class:`ntl.vocab.NumberTable`; ``ce_weight`` and ``ntl_scale`` are the
+    factors of the gradient (normalisation folded in).
     """
 
-    safe_labels: Tensor  # (N,) long, ignored rows replaced by 0
+    safe_labels: Tensor  # (N,) long, ignored rows replaced by a non-number token id
     valid: Tensor  # (N,) bool
     number_rows: Tensor  # (M,) long, sorted
-    number_cols: Tensor  # (M,) long, index into the K number tokens
-    targets: Tensor  # (M,) compute dtype, the value y of each number label
+    number_slots: Tensor  # (M,) long, 1 + index into the K number tokens
     ce_weight: Tensor  # (N,) compute dtype: 0 for ignored rows, else 1 or 1 / CE denominator
     ce_scale: float  # 1 or 1 / CE denominator
     ntl_scale: float  # ntl_weight or ntl_weight / NTL denominator
 
 
-def index_of_tokens(token_ids: Tensor, vocab_size: int, device: torch.device) -> Tensor:
-    """(V,) long: the position of each token id in ``token_ids``, -1 for non-number tokens."""
-    index_of = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
-    ids = token_ids.to(device=device, dtype=torch.long)
-    index_of[ids] = torch.arange(ids.numel(), device=device)
-    return index_of
-
-
 def plan_labels(
     labels: Tensor,
-    index_of: Tensor | None,
-    values: Tensor,
+    table: NumberTable | None,
     opts: LossOptions,
     num_items_in_batch: int | Tensor | None,
     num_number_items_in_batch: int | Tensor | None,
     dtype: torch.dtype,
 ) -> LabelPlan:
-    """Masks, number-token targets and the normalisation of one call.
+    """Masks, number-label rows and the normalisation of one call.
 
     Args:
-        labels: (N,) integer labels; index_of: (V,) from :func:`index_of_tokens`, or None when
-            the NTL is off (``ntl_weight == 0``: no number rows); values: (K,).
+        labels: (N,) integer labels; table: the number tokens, or None when the NTL is off
+            (``ntl_weight == 0``: no number rows).
     """
     labels = labels.long()
     valid = labels != opts.ignore_index  # (N,)
-    safe = labels.masked_fill(~valid, 0)  # (N,)
-    if index_of is None or opts.ntl_weight == 0.0:
-        rows = cols = torch.empty(0, dtype=torch.long, device=labels.device)
+    # an ignored row's stand-in label is not a number token, so it needs no mask below
+    plain = table.plain_id if table is not None and table.plain_id is not None else 0
+    safe = labels.masked_fill(~valid, plain)  # (N,)
+    if table is None or opts.ntl_weight == 0.0:
+        rows = slots = torch.empty(0, dtype=torch.long, device=labels.device)
     else:
-        col = torch.where(valid, index_of[safe], -1)  # (N,)
-        rows = torch.nonzero(col >= 0).reshape(-1)  # (M,) sorted
-        cols = col[rows]
-    targets = values.to(device=labels.device, dtype=dtype)[cols]
+        slot = table.slot_of.index_select(0, safe)  # (N,), 0 for non-number labels
+        if table.plain_id is None:  # every token id is a number token
+            slot = slot.masked_fill(~valid, 0)
+        rows = torch.nonzero(slot).reshape(-1)  # (M,) sorted
+        slots = slot.index_select(0, rows)
     ce_weight = valid.to(dtype)
     ce_scale, ntl_scale = 1.0, opts.ntl_weight
     if opts.reduction == "mean":
@@ -180,72 +179,53 @@ def plan_labels(
         else:
             ntl_scale *= ce_scale
         ce_weight.mul_(ce_scale)
-    return LabelPlan(safe, valid, rows, cols, targets, ce_weight, ce_scale, ntl_scale)
-
-
-def squash_distances(dist: Tensor, values: Tensor, squash_factor: float | None) -> Tensor:
-    """ntloss's ``squash_factor`` applied to distances ``dist`` between number values.
-
-    Non-zero distances are mapped affinely so that the smallest non-zero distance between two
-    values of the vocabulary becomes 1 and the largest becomes ``squash_factor``; 0 stays 0.
-    ``None`` returns ``dist`` unchanged. ``values`` (K,) are the vocabulary's values.
-    """
-    if squash_factor is None:
-        return dist
-    pairwise = (values.unsqueeze(0) - values.unsqueeze(1)).abs()  # (K, K)
-    d_max = pairwise.max()
-    nonzero = pairwise[pairwise > 0]
-    d_min = nonzero.min() if nonzero.numel() else d_max
-    scale = (squash_factor - 1.0) / (d_max - d_min) if bool(d_max > d_min) else d_max * 0.0
-    squashed = (dist - d_min).mul_(scale).add_(1.0)
-    return squashed.masked_fill_(dist == 0, 0.0)
+    return LabelPlan(safe, valid, rows, slots, ce_weight, ce_scale, ntl_scale)
 
 
 def number_softmax(number_logits: Tensor, name: str) -> Tensor:
     """Softmax of each row of ``number_logits`` (M, K), after checking its maximum is finite.
 
-    Composed of amax / exp / sum, and differentiable: the fused, linear and reference paths all
-    use it, so that their probabilities agree to the bit. (torch's CPU softmax kernel is 2-3x
-    slower than these ops for short rows, K ~ 10, and rounds differently.) The row maximum
-    serves the finiteness check too: ``ValueError`` naming ``name`` for NaN, +inf or an
-    all--inf row.
+    Differentiable (the reference path's autograd uses it). Computed as the softmax over dim 0
+    of the (K, M) transpose, the layout of :func:`ntl_columns`, so that the paths' probabilities
+    agree to the bit (torch's CPU softmax over a short last dim, K ~ 10, is ~5x slower than
+    over the first). ``ValueError`` naming ``name`` for a row with NaN, +inf or only -inf.
     """
-    row_max = number_logits.detach().amax(dim=-1, keepdim=True)  # (M, 1); NaN propagates
+    row_max = number_logits.detach().amax(dim=-1)  # (M,); NaN propagates
     if not math.isfinite(float(row_max.sum())):
         check_softmax_rows(number_logits, name)  # raises, naming the first bad row
-    probs = (number_logits - row_max).exp()
-    return probs / probs.sum(dim=-1, keepdim=True)
+    return torch.softmax(number_logits.transpose(-1, -2).contiguous(), dim=-2).transpose(-1, -2)
 
 
-def ntl_value_and_grad(
-    number_logits: Tensor,
-    targets: Tensor,
-    values: Tensor,
-    kind: str,
-    huber_delta: float,
-    squash_factor: float | None = None,
-    name: str = "logits at the number tokens of a number label",
+def number_positions(token_ids: Tensor, rows: Tensor, vocab_size: int) -> Tensor:
+    """(K, M) flat positions ``row * V + token_id`` of the number-token logits of ``rows`` (M,)."""
+    return torch.add(token_ids.unsqueeze(1), rows, alpha=vocab_size)
+
+
+def ntl_columns(
+    number_logits: Tensor, slots: Tensor, table: NumberTable, kind: str, huber_delta: float
 ) -> tuple[Tensor, Tensor]:
-    """NTL per row and its gradient wrt the number logits.
+    """NTL of each number row and its gradient wrt the number logits, in (K, M) layout.
 
     Args:
-        number_logits: (M, K) logits of the number tokens at number-label rows (compute dtype);
-            a row whose maximum is not finite raises ``ValueError`` (``name`` says what they are).
-        targets: (M,) the target values y.
-        values: (K,) the token values v.
-        squash_factor: see :func:`squash_distances` (``kind="was"`` only).
+        number_logits: (K, M) the K number-token logits of M number-label rows, one column per
+            row (compute dtype; the layout makes the softmax and the reductions over K run along
+            contiguous rows). ``slots`` (M,): the labels' slots in ``table``.
+        table: the vocabulary's :class:`ntl.vocab.NumberTable` (its WAS distances are already
+            squashed if ``squash_factor`` was asked for).
     Returns:
-        loss (M,) and d loss / d number_logits (M, K).
+        loss (M,) and d loss / d number_logits (K, M). A column whose softmax is undefined
+        yields NaN: callers check the loss (:func:`ntl_total`).
     """
-    probs = number_softmax(number_logits, name)  # (M, K)
+    probs = torch.softmax(number_logits, dim=0)  # (K, M)
     if kind == "was":
-        dist = (values.unsqueeze(0) - targets.unsqueeze(1)).abs_()  # (M, K)
-        dist = squash_distances(dist, values, squash_factor)
-        loss = (probs * dist).sum(-1)  # (M,)
+        weighted = table.slot_dist.index_select(1, slots).mul_(probs)  # p_k d_k, (K, M)
+        loss = weighted.sum(0)  # (M,)
         # d/dz_k sum_i p_i d_i = p_k (d_k - loss)
-        return loss, dist.sub_(loss.unsqueeze(1)).mul_(probs)
-    pred = probs @ values  # (M,)
-    resid = pred - targets
+        return loss, torch.addcmul(weighted, probs, loss, value=-1.0)
+    # centred[s] = v_s - pred = sum_j p_j (v_s - v_j): exact value differences weighted by p,
+    # free of the cancellation of v_s - pred (its rounding is amplified by |v| / |resid|)
+    centred = torch.mm(table.slot_diff, probs)  # (K + 1, M), row 0 unused
+    resid = centred.gather(0, slots.unsqueeze(0)).squeeze(0).neg_()  # pred - y, (M,)
     if kind == "mse":
         loss, dloss = resid.square(), 2.0 * resid
     elif kind == "mae":
@@ -259,8 +239,25 @@ def ntl_value_and_grad(
     else:
         raise ValueError(f"unknown NTL kind {kind!r}")
     # d pred / d z_k = p_k (v_k - pred)
-    grad = (values.unsqueeze(0) - pred.unsqueeze(1)).mul_(probs).mul_(dloss.unsqueeze(1))
+    grad = centred[1:].mul_(probs).mul_(dloss)
     return loss, grad
+
+
+def ntl_total(
+    ntl_rows: Tensor,
+    number_logits: Tensor,
+    name: str = "logits at the number tokens of a number label",
+) -> Tensor:
+    """The sum of ``ntl_rows`` (M,), after checking it: one host sync for the whole block.
+
+    A non-finite sum sends ``number_logits`` (K, M) through :func:`check_softmax_rows`, which
+    raises ``ValueError`` naming ``name`` for a column with NaN, +inf or only -inf (an
+    undefined softmax); a sum that merely overflowed is returned as it is.
+    """
+    total = ntl_rows.sum()
+    if not math.isfinite(float(total)):
+        check_softmax_rows(number_logits.t(), name)
+    return total
 
 
 def softmax_ce_grad_(
@@ -320,18 +317,23 @@ def ce_rows_from_lse(
 
 
 def combine_loss(
-    ce_rows: Tensor, ntl_rows: Tensor | None, plan: LabelPlan, opts: LossOptions, shape: torch.Size
+    ce_rows: Tensor,
+    ntl_rows: Tensor | None,
+    ntl_sum: Tensor | None,
+    plan: LabelPlan,
+    opts: LossOptions,
+    shape: torch.Size,
 ) -> Tensor:
-    """Reduce per-row CE (N,) and per-number-row NTL (M,) into the requested loss."""
+    """Reduce per-row CE (N,) and per-number-row NTL (M,) (sum ``ntl_sum``) into the loss."""
     if opts.reduction == "none":
         out = ce_rows.masked_fill(~plan.valid, 0.0)
         if ntl_rows is not None and ntl_rows.numel() > 0:
-            out.index_add_(0, plan.number_rows, ntl_rows * opts.ntl_weight)
+            out.index_add_(0, plan.number_rows, ntl_rows, alpha=opts.ntl_weight)
         return out.reshape(shape)
-    # ignored rows have weight 0 (and may hold inf where their label-0 logit is -inf)
+    # ignored rows have weight 0 (and may hold inf where their stand-in label's logit is -inf)
     total = torch.dot(ce_rows.masked_fill(~plan.valid, 0.0), plan.ce_weight)
-    if ntl_rows is not None:
-        total = total + ntl_rows.sum() * plan.ntl_scale
+    if ntl_sum is not None:
+        total = torch.add(total, ntl_sum, alpha=plan.ntl_scale)
     return total
 
 
@@ -348,34 +350,30 @@ def chunk_bounds(rows: Tensor, starts: list[int]) -> list[int]:
 def _fused_pass(
     logits: Tensor,
     plan: LabelPlan,
-    token_ids: Tensor,
-    values: Tensor,
+    table: NumberTable | None,
     opts: LossOptions,
     chunk_rows: int,
     need_grad: bool,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Loss pieces and (optionally) the gradient buffer for flattened ``logits`` (N, V).
 
-    Returns per-row CE (N,), per-number-row NTL (M,) or None, gradient (N, V) or None.
+    Returns per-row CE (N,), per-number-row NTL (M,) and its checked sum (or None, None),
+    gradient (N, V) or None.
     """
     n_rows, vocab = logits.shape
     dtype = compute_dtype(logits.dtype)
     half = dtype != logits.dtype
     eps = opts.label_smoothing
-    ids = token_ids.to(device=logits.device)
-    use_ntl = opts.ntl_weight != 0.0 and plan.number_rows.numel() > 0
-    ntl_rows: Tensor | None = None
-    ntl_grad: Tensor | None = None
-    if use_ntl:
-        # (M, K): two index_selects are cheaper than one 2-D advanced index
-        number_logits = (
-            logits.detach().index_select(0, plan.number_rows).index_select(1, ids).to(dtype)
+    source = logits.detach()
+    ntl_rows = ntl_sum = ntl_grad = at = None
+    if table is not None and opts.ntl_weight != 0.0 and plan.number_rows.numel() > 0:
+        at = number_positions(table.token_ids, plan.number_rows, vocab)  # (K, M)
+        number_logits = torch.take(source, at).to(dtype)  # (K, M)
+        ntl_rows, ntl_grad = ntl_columns(
+            number_logits, plan.number_slots, table, opts.kind, opts.huber_delta
         )
-        vals = values.to(device=logits.device, dtype=dtype)
-        ntl_rows, ntl_grad = ntl_value_and_grad(
-            number_logits, plan.targets, vals, opts.kind, opts.huber_delta, opts.squash_factor
-        )
-    label_logit = logits.detach().gather(1, plan.safe_labels.unsqueeze(1)).squeeze(1).to(dtype)
+        ntl_sum = ntl_total(ntl_rows, number_logits)
+    label_logit = source.gather(1, plan.safe_labels.unsqueeze(1)).squeeze(1).to(dtype)
     lse = torch.empty(n_rows, dtype=dtype, device=logits.device)
     logit_sum = torch.empty(n_rows, dtype=dtype, device=logits.device) if eps > 0 else None
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else None
@@ -385,10 +383,12 @@ def _fused_pass(
         else None
     )
     starts = list(range(0, n_rows, chunk_rows))
-    bounds = chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl and need_grad else []
-    # flat positions of the (M, K) number-token entries in the (N, V) gradient
-    flat_at = (plan.number_rows.unsqueeze(1) * vocab).add(ids) if bounds else None
-    source = logits.detach()
+    # half precision adds the NTL gradient per chunk, before rounding; else once, after the loop
+    bounds = (
+        chunk_bounds(plan.number_rows, [*starts, n_rows])
+        if ntl_grad is not None and scratch is not None
+        else []
+    )
     for c, r0 in enumerate(starts):
         r1 = min(r0 + chunk_rows, n_rows)
         x = source[r0:r1].to(dtype)  # (n, V), a view unless half precision
@@ -399,14 +399,17 @@ def _fused_pass(
             continue
         work = grad[r0:r1] if scratch is None else scratch[: r1 - r0]
         lse[r0:r1] = softmax_ce_grad_(x, work, plan.safe_labels[r0:r1], plan.ce_weight[r0:r1], eps)
-        if ntl_grad is not None and flat_at is not None and bounds[c + 1] > bounds[c]:
+        if bounds and at is not None and ntl_grad is not None and bounds[c + 1] > bounds[c]:
             a, b = bounds[c], bounds[c + 1]
-            at = flat_at[a:b] if r0 == 0 else flat_at[a:b] - r0 * vocab  # (m, K) in this chunk
-            work.view(-1).index_add_(0, at.view(-1), ntl_grad[a:b].view(-1), alpha=plan.ntl_scale)
+            where = at[:, a:b] - r0 * vocab  # (K, m) in this chunk
+            part = ntl_grad[:, a:b].reshape(-1)
+            work.view(-1).index_add_(0, where.reshape(-1), part, alpha=plan.ntl_scale)
         if scratch is not None:
             grad[r0:r1].copy_(work)
+    if grad is not None and scratch is None and at is not None and ntl_grad is not None:
+        grad.view(-1).index_add_(0, at.view(-1), ntl_grad.view(-1), alpha=plan.ntl_scale)
     ce_rows = ce_rows_from_lse(lse, label_logit, logit_sum, eps, vocab)
-    return ce_rows, ntl_rows, grad
+    return ce_rows, ntl_rows, ntl_sum, grad
 
 
 class _FusedCrossEntropyNTL(torch.autograd.Function):
@@ -417,17 +420,16 @@ class _FusedCrossEntropyNTL(torch.autograd.Function):
         ctx: Any,
         logits: Tensor,
         plan: LabelPlan,
-        token_ids: Tensor,
-        values: Tensor,
+        table: NumberTable | None,
         opts: LossOptions,
         chunk_rows: int,
     ) -> Tensor:
         flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
-        ce_rows, ntl_rows, grad = _fused_pass(flat, plan, token_ids, values, opts, chunk_rows, True)
+        ce_rows, ntl_rows, ntl_sum, grad = _fused_pass(flat, plan, table, opts, chunk_rows, True)
         ctx.save_for_backward(logits)
         ctx.grad_buffer = grad
-        ctx.args = (plan, token_ids, values, opts, chunk_rows)
-        return combine_loss(ce_rows, ntl_rows, plan, opts, logits.shape[:-1])
+        ctx.args = (plan, table, opts, chunk_rows)
+        return combine_loss(ce_rows, ntl_rows, ntl_sum, plan, opts, logits.shape[:-1])
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
@@ -441,14 +443,14 @@ class _FusedCrossEntropyNTL(torch.autograd.Function):
         ctx.grad_buffer = None  # hand the buffer over: autograd may keep it as .grad without a copy
         if grad is None:  # a second backward through a retained graph: prepare the gradient again
             flat = logits.detach().reshape(-1, logits.shape[-1])
-            plan, token_ids, values, opts, chunk_rows = ctx.args
-            grad = _fused_pass(flat, plan, token_ids, values, opts, chunk_rows, True)[2]
+            plan, table, opts, chunk_rows = ctx.args
+            grad = _fused_pass(flat, plan, table, opts, chunk_rows, True)[3]
             assert grad is not None
-        if ctx.args[3].reduction == "none":
+        if ctx.args[2].reduction == "none":
             grad.mul_(grad_output.reshape(-1, 1))
         elif not bool(grad_output == 1):
             grad.mul_(grad_output)
-        return grad.view(logits.shape), None, None, None, None, None
+        return grad.view(logits.shape), None, None, None, None
 
 
 def fused_cross_entropy_with_ntl(
@@ -489,21 +491,21 @@ def fused_cross_entropy_with_ntl(
         kind, ntl_weight, ignore_index, reduction, normalize_by, num_items_in_batch,
         num_number_items_in_batch, label_smoothing, huber_delta, chunk_size, squash_factor,
     )  # fmt: skip
-    index_of = (
-        index_of_tokens(token_ids, logits.shape[-1], logits.device) if ntl_weight != 0 else None
+    dtype = compute_dtype(logits.dtype)
+    table = (
+        number_table(token_ids, values, logits.shape[-1], logits.device, dtype, opts.squash_factor)
+        if opts.ntl_weight != 0
+        else None
     )
     return fused_loss(
-        logits, labels, token_ids, values, index_of, opts,
-        num_items_in_batch, num_number_items_in_batch, chunk_size,
-    )  # fmt: skip
+        logits, labels, table, opts, num_items_in_batch, num_number_items_in_batch, chunk_size
+    )
 
 
 def fused_loss(
     logits: Tensor,
     labels: Tensor,
-    token_ids: Tensor,
-    values: Tensor,
-    index_of: Tensor | None,
+    table: NumberTable | None,
     opts: LossOptions,
     num_items_in_batch: int | Tensor | None,
     num_number_items_in_batch: int | Tensor | None,
@@ -511,17 +513,17 @@ def fused_loss(
 ) -> Tensor:
     """:func:`fused_cross_entropy_with_ntl` for number tokens and options already checked.
 
-    ``index_of`` (V,) is :func:`index_of_tokens` of ``token_ids`` (None when the NTL is off);
-    ``ntl.cross_entropy_with_ntl`` passes its vocabulary's cached tensors, so that a call does
-    not check and index the same vocabulary again. ``logits`` and ``labels`` are checked here.
+    ``table`` holds the number tokens (None when the NTL is off); ``ntl.cross_entropy_with_ntl``
+    passes its vocabulary's cached table (:meth:`ntl.vocab.NumberVocab.number_table`), so that a
+    call does not check and index the same vocabulary again. ``logits`` and ``labels`` are
+    checked here.
     """
     check_logits_labels(logits, labels, logits.shape[-1], opts.ignore_index)
     vocab = logits.shape[-1]
     dtype = compute_dtype(logits.dtype)
     plan = plan_labels(
         labels.reshape(-1),
-        index_of if opts.ntl_weight != 0 else None,
-        values,
+        table if opts.ntl_weight != 0 else None,
         opts,
         num_items_in_batch,
         num_number_items_in_batch,
@@ -529,7 +531,7 @@ def fused_loss(
     )
     rows = chunk_size if chunk_size is not None else default_chunk_rows(vocab, logits.device)
     if logits.requires_grad and torch.is_grad_enabled():
-        return _FusedCrossEntropyNTL.apply(logits, plan, token_ids, values, opts, rows)
+        return _FusedCrossEntropyNTL.apply(logits, plan, table, opts, rows)
     flat = logits.detach().reshape(-1, vocab)
-    ce_rows, ntl_rows, _ = _fused_pass(flat, plan, token_ids, values, opts, rows, False)
-    return combine_loss(ce_rows, ntl_rows, plan, opts, labels.shape)
+    ce_rows, ntl_rows, ntl_sum, _ = _fused_pass(flat, plan, table, opts, rows, False)
+    return combine_loss(ce_rows, ntl_rows, ntl_sum, plan, opts, labels.shape)

@@ -41,11 +41,13 @@ from ntl.fused import (
     chunk_bounds,
     combine_loss,
     make_options,
-    ntl_value_and_grad,
+    ntl_columns,
+    ntl_total,
+    number_positions,
     plan_labels,
     softmax_ce_grad_inplace_,
 )
-from ntl.vocab import NumberVocab
+from ntl.vocab import NumberTable, NumberVocab
 
 __all__ = ["default_linear_chunk_rows", "linear_cross_entropy_with_ntl"]
 
@@ -82,15 +84,15 @@ def _linear_pass(
     weight: Tensor,
     bias: Tensor | None,
     plan: LabelPlan,
-    vocab: tuple[Tensor, Tensor],
+    table: NumberTable,
     opts: LossOptions,
     chunk_rows: int,
     need: tuple[bool, bool, bool],
     row_scale: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None, Grads]:
+) -> tuple[Tensor, Tensor | None, Tensor | None, Grads]:
     """One chunked pass over hidden (N, H) and weight (V, H).
 
-    Returns per-row CE (N,), per-number-row NTL (M,) or None, and the gradients of the loss
+    Returns per-row CE (N,), per-number-row NTL (M,) and its sum or None, None, and the gradients of the loss
     (already normalised; rows scaled by ``row_scale`` (N,) if given) for hidden, weight, bias
     where ``need`` asks for them, in the input dtype.
 
@@ -105,7 +107,6 @@ def _linear_pass(
     half = dtype != in_dtype
     device = hidden.device
     eps = opts.label_smoothing
-    token_ids, values = vocab[0].to(device), vocab[1].to(device=device, dtype=dtype)
     any_grad = any(need)
     use_ntl = opts.ntl_weight != 0.0 and plan.number_rows.numel() > 0
     lse = torch.empty(n_rows, dtype=dtype, device=device)
@@ -126,8 +127,9 @@ def _linear_pass(
     x32 = torch.empty((n_max, vocab_size), dtype=dtype, device=device) if half else None
     starts = list(range(0, n_rows, chunk_rows))
     bounds = chunk_bounds(plan.number_rows, [*starts, n_rows]) if use_ntl else []
-    # flat positions of the (M, K) number-token logits in an (N, V) array
-    flat_at = (plan.number_rows.unsqueeze(1) * vocab_size).add(token_ids) if use_ntl else None
+    # flat positions of the (K, M) number-token logits in an (N, V) array
+    flat_at = number_positions(table.token_ids, plan.number_rows, vocab_size) if use_ntl else None
+    ntl_sum: Tensor | None = None
     weight_d = weight.detach()
     weight_t = weight_d.t()  # (H, V), a view
     bias_d = None if bias is None else bias.detach()
@@ -148,16 +150,14 @@ def _linear_pass(
         ntl_grad: Tensor | None = None
         if ntl_rows is not None and flat_at is not None and bounds[c + 1] > bounds[c]:
             a, b = bounds[c], bounds[c + 1]
-            at = flat_at[a:b] if r0 == 0 else flat_at[a:b] - r0 * vocab_size  # (m, K)
-            number_logits = x.view(-1)[at]  # (m, K)
-            ntl_rows[a:b], ntl_grad = ntl_value_and_grad(
-                number_logits,
-                plan.targets[a:b],
-                values,
-                opts.kind,
-                opts.huber_delta,
-                opts.squash_factor,
+            at = flat_at[:, a:b] - r0 * vocab_size  # (K, m) in this chunk
+            number_logits = x.view(-1).take(at)  # (K, m)
+            rows_loss, ntl_grad = ntl_columns(
+                number_logits, plan.number_slots[a:b], table, opts.kind, opts.huber_delta
             )
+            part_sum = ntl_total(rows_loss, number_logits)  # checked chunk by chunk
+            ntl_sum = part_sum if ntl_sum is None else ntl_sum + part_sum
+            ntl_rows[a:b] = rows_loss
         if not any_grad:
             torch.logsumexp(x, dim=1, out=lse[r0:r1])
             continue
@@ -178,7 +178,7 @@ def _linear_pass(
         elif grad_w is not None:
             grad_w.addmm_(g_mm.t(), h)
     ce_rows = ce_rows_from_lse(lse, label_logit, logit_sum, eps, vocab_size)
-    return ce_rows, ntl_rows, (grad_h, grad_w, grad_b)
+    return ce_rows, ntl_rows, ntl_sum, (grad_h, grad_w, grad_b)
 
 
 class _LinearCrossEntropyNTL(torch.autograd.Function):
@@ -191,20 +191,20 @@ class _LinearCrossEntropyNTL(torch.autograd.Function):
         weight: Tensor,
         bias: Tensor | None,
         plan: LabelPlan,
-        vocab: tuple[Tensor, Tensor],
+        table: NumberTable,
         opts: LossOptions,
         chunk_rows: int,
         need: tuple[bool, bool, bool],
     ) -> Tensor:
         flat = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
         eager = opts.reduction != "none"
-        ce_rows, ntl_rows, grads = _linear_pass(
-            flat, weight, bias, plan, vocab, opts, chunk_rows, need if eager else (False,) * 3
+        ce_rows, ntl_rows, ntl_sum, grads = _linear_pass(
+            flat, weight, bias, plan, table, opts, chunk_rows, need if eager else (False,) * 3
         )
         ctx.save_for_backward(hidden, weight, bias)
         ctx.grads = grads if eager else None
-        ctx.args = (plan, vocab, opts, chunk_rows, need)
-        return combine_loss(ce_rows, ntl_rows, plan, opts, hidden.shape[:-1])
+        ctx.args = (plan, table, opts, chunk_rows, need)
+        return combine_loss(ce_rows, ntl_rows, ntl_sum, plan, opts, hidden.shape[:-1])
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
@@ -214,7 +214,7 @@ class _LinearCrossEntropyNTL(torch.autograd.Function):
                 "materialise the logits and use cross_entropy_with_ntl(..., fused=False) instead"
             )
         hidden, weight, bias = ctx.saved_tensors
-        plan, vocab, opts, chunk_rows, need = ctx.args
+        plan, table, opts, chunk_rows, need = ctx.args
         grads: Grads | None = ctx.grads
         ctx.grads = None  # hand the buffers over; a second backward recomputes them
         scale: Tensor | None = None
@@ -224,8 +224,8 @@ class _LinearCrossEntropyNTL(torch.autograd.Function):
         if grads is None:
             flat = hidden.reshape(-1, hidden.shape[-1])
             grads = _linear_pass(
-                flat, weight, bias, plan, vocab, opts, chunk_rows, need, row_scale=scale
-            )[2]
+                flat, weight, bias, plan, table, opts, chunk_rows, need, row_scale=scale
+            )[3]
         grad_h, grad_w, grad_b = grads
         if scale is None and not bool(grad_output == 1):
             for grad in grads:
@@ -283,11 +283,10 @@ def linear_cross_entropy_with_ntl(
     )  # fmt: skip
     vocab_size = vocab.vocab_size
     dtype = compute_dtype(hidden.dtype)
-    token_ids, values, index_of = vocab.device_tensors(labels.device, dtype)
+    table = vocab.number_table(labels.device, dtype, opts.squash_factor)
     plan = plan_labels(
         labels.reshape(-1),
-        index_of,
-        values,
+        table,
         opts,
         num_items_in_batch,
         num_number_items_in_batch,
@@ -299,7 +298,6 @@ def linear_cross_entropy_with_ntl(
         if chunk_size is not None
         else default_linear_chunk_rows(n_rows, vocab_size, hidden.dtype)
     )
-    pair = (token_ids, values)
     grad_on = torch.is_grad_enabled()
     need = (
         grad_on and hidden.requires_grad,
@@ -307,7 +305,9 @@ def linear_cross_entropy_with_ntl(
         grad_on and bias is not None and bias.requires_grad,
     )
     if any(need):
-        return _LinearCrossEntropyNTL.apply(hidden, weight, bias, plan, pair, opts, rows, need)
+        return _LinearCrossEntropyNTL.apply(hidden, weight, bias, plan, table, opts, rows, need)
     flat = hidden.detach().reshape(-1, hidden.shape[-1])
-    ce_rows, ntl_rows, _ = _linear_pass(flat, weight, bias, plan, pair, opts, rows, (False,) * 3)
-    return combine_loss(ce_rows, ntl_rows, plan, opts, labels.shape)
+    ce_rows, ntl_rows, ntl_sum, _ = _linear_pass(
+        flat, weight, bias, plan, table, opts, rows, (False,) * 3
+    )
+    return combine_loss(ce_rows, ntl_rows, ntl_sum, plan, opts, labels.shape)

@@ -47,8 +47,8 @@ from ntl._validate import (
     compute_dtype,
     mean_denominator,
 )
-from ntl.fused import fused_loss, make_options, number_softmax, squash_distances
-from ntl.vocab import NumberVocab
+from ntl.fused import fused_loss, make_options, number_softmax
+from ntl.vocab import NumberVocab, squash_distances
 
 __all__ = [
     "CrossEntropyWithNTL",
@@ -287,15 +287,12 @@ def cross_entropy_with_ntl(
     )  # fmt: skip
     if fused and not reweigh:
         check_logits_shape(logits, vocab.vocab_size)  # the fused path only sees token ids
-        # the vocab's cached (already checked) tensors; values in the compute dtype, so float64
+        # the vocab's cached (already checked) tables; values in the compute dtype, so float64
         # logits see the vocab's exact float64 values
-        token_ids, values, index_of = vocab.device_tensors(
-            logits.device, compute_dtype(logits.dtype)
-        )
+        table = vocab.number_table(logits.device, compute_dtype(logits.dtype), opts.squash_factor)
         return fused_loss(
-            logits, labels, token_ids, values, index_of, opts,
-            num_items_in_batch, num_number_items_in_batch, None,
-        )  # fmt: skip
+            logits, labels, table, opts, num_items_in_batch, num_number_items_in_batch, None
+        )
     check_logits_labels(logits, labels, vocab.vocab_size, ignore_index)
     dtype = compute_dtype(logits.dtype)
     where = _Positions(labels, vocab, ignore_index, dtype)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["NumberVocab", "parse_number_token"]
+__all__ = ["NumberTable", "NumberVocab", "number_table", "parse_number_token", "squash_distances"]
 
 # A single leading word-boundary marker is stripped: plain space (tiktoken, raw vocabularies),
 # "Ġ" (byte-level BPE, GPT-2/RoBERTa/Llama-3 style), "▁" (SentencePiece) and the WordPiece
@@ -147,6 +148,7 @@ class NumberVocab:
         self._values = vals.to(torch.float32)
         self._vocab_size = vocab_size
         self._cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
+        self._tables: dict[tuple[torch.device, torch.dtype, float | None], NumberTable] = {}
 
     # --- constructors -----------------------------------------------------------------------
 
@@ -265,3 +267,75 @@ class NumberVocab:
             )
             self._cache[key] = cached
         return cached
+
+    def number_table(
+        self, device: torch.device, dtype: torch.dtype, squash_factor: float | None = None
+    ) -> NumberTable:
+        """:func:`number_table` of this vocabulary on ``device`` in ``dtype``, cached."""
+        key = (torch.device(device), dtype, squash_factor)
+        table = self._tables.get(key)
+        if table is None:
+            table = number_table(
+                self._token_ids, self._values64, self._vocab_size, key[0], dtype, squash_factor
+            )
+            self._tables[key] = table
+        return table
+
+
+def squash_distances(dist: Tensor, values: Tensor, squash_factor: float | None) -> Tensor:
+    """ntloss's ``squash_factor`` applied to distances ``dist`` between number values.
+
+    Non-zero distances are mapped affinely so that the smallest non-zero distance between two
+    values of the vocabulary becomes 1 and the largest becomes ``squash_factor``; 0 stays 0.
+    ``None`` returns ``dist`` unchanged. ``values`` (K,) are the vocabulary's values.
+    """
+    if squash_factor is None:
+        return dist
+    pairwise = (values.unsqueeze(0) - values.unsqueeze(1)).abs()  # (K, K)
+    d_max = pairwise.max()
+    nonzero = pairwise[pairwise > 0]
+    d_min = nonzero.min() if nonzero.numel() else d_max
+    scale = (squash_factor - 1.0) / (d_max - d_min) if bool(d_max > d_min) else d_max * 0.0
+    squashed = (dist - d_min).mul_(scale).add_(1.0)
+    return squashed.masked_fill_(dist == 0, 0.0)
+
+
+@dataclass(frozen=True)
+class NumberTable:
+    """The number tokens as lookup tables for the fused and linear losses (one device, one dtype).
+
+    A number token's *slot* is 1 + its position in ``token_ids``; slot 0 means "not a number
+    token", so that ``slot_of[labels].nonzero()`` finds the number labels in one step and the
+    slots index the distance tables directly. Built once per vocabulary, device, dtype and
+    squash factor (:meth:`NumberVocab.number_table`), so that a loss call only looks them up.
+    """
+
+    token_ids: Tensor  # (K,) long
+    values: Tensor  # (K,) in the loss dtype
+    slot_of: Tensor  # (V,) long: the slot of each token id, 0 for non-number tokens
+    slot_dist: Tensor  # (K, K + 1): |v_k - v_slot| (squashed if asked; column 0: 0), for WAS
+    slot_diff: Tensor  # (K + 1, K): v_slot - v_k (row 0: 0), for the value-based kinds
+    plain_id: int | None  # a non-number token id (stands in for ignored labels); None if none
+
+
+def number_table(
+    token_ids: Tensor,
+    values: Tensor,
+    vocab_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    squash_factor: float | None = None,
+) -> NumberTable:
+    """Build the :class:`NumberTable` of unique ``token_ids`` (K,) with ``values`` (K,).
+
+    The distance tables are computed in float64 and rounded once to ``dtype``.
+    """
+    ids = token_ids.detach().to(device=device, dtype=torch.long)
+    exact = values.detach().to(device=device, dtype=torch.float64)
+    diff = torch.cat([exact.new_zeros(1, exact.numel()), exact.unsqueeze(1) - exact.unsqueeze(0)])
+    dist = squash_distances(diff.t().abs(), exact, squash_factor)  # (K, K + 1)
+    slot_of = torch.zeros(vocab_size, dtype=torch.long, device=device)
+    slot_of[ids] = torch.arange(1, ids.numel() + 1, device=device)
+    taken = set(token_ids.tolist())
+    plain_id = next((i for i in range(vocab_size) if i not in taken), None)
+    return NumberTable(ids, exact.to(dtype), slot_of, dist.to(dtype), diff.to(dtype), plain_id)

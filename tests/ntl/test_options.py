@@ -17,7 +17,7 @@ from ntl import (
     number_token_loss,
 )
 from ntl._validate import mean_denominator
-from ntl.fused import ntl_value_and_grad, squash_distances
+from ntl.fused import ntl_columns, squash_distances
 
 
 def _vocab() -> NumberVocab:
@@ -136,9 +136,10 @@ def test_option_bad_input(call: object, error: type[Exception], match: str) -> N
 
 
 def test_one_branch_per_kind() -> None:
-    logits = torch.zeros(2, 3)
+    table = _vocab().number_table(torch.device("cpu"), torch.float32)
+    logits = torch.zeros(4, 2)  # (K, M): two number rows of the K = 4 number tokens
     with pytest.raises(ValueError, match="unknown NTL kind 'l2'"):
-        ntl_value_and_grad(logits, torch.zeros(2), torch.arange(3.0), "l2", 1.0)
+        ntl_columns(logits, torch.tensor([1, 2]), table, "l2", 1.0)
 
 
 def test_mean_denominator_rule() -> None:

@@ -243,3 +243,18 @@ def test_bad_vocab_input(build: object, error: type[Exception], match: str) -> N
 
 def test_word_level_fixture_ids() -> None:
     assert word_level_vocab()["0"] == 3 and word_level_vocab()["9"] == 12
+
+
+def test_number_table_lookups_and_cache() -> None:
+    vocab = NumberVocab.from_values({5: 4.0, 0: -2.0, 3: 1.0}, vocab_size=8)
+    cpu = torch.device("cpu")
+    table = vocab.number_table(cpu, torch.float32)
+    assert vocab.number_table(cpu, torch.float32) is table  # built once
+    assert vocab.number_table(cpu, torch.float32, 3.0) is not table  # squash is part of the key
+    assert table.slot_of.tolist() == [1, 0, 0, 2, 0, 3, 0, 0]  # ids 0, 3, 5 -> slots 1, 2, 3
+    assert table.plain_id == 1  # the smallest non-number id stands in for ignored labels
+    # slot_dist[k, s] = |v_k - v_s|, slot_diff[s, k] = v_s - v_k (slot 0 unused)
+    assert table.slot_dist[:, 1:].tolist() == [[0.0, 3.0, 6.0], [3.0, 0.0, 3.0], [6.0, 3.0, 0.0]]
+    assert table.slot_diff[1:].tolist() == [[0.0, -3.0, -6.0], [3.0, 0.0, -3.0], [6.0, 3.0, 0.0]]
+    every = NumberVocab.from_values({i: float(i) for i in range(4)}, vocab_size=4)
+    assert every.number_table(cpu, torch.float64).plain_id is None  # every id is a number
