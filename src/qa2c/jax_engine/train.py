@@ -29,7 +29,7 @@ import numpy as np
 
 from qa2c.a2c import A2CConfig
 from qa2c.agents import Agent
-from qa2c.jax_engine.a2c import Carry, make_agent_step, make_optimizers
+from qa2c.jax_engine.a2c import Carry, Layout, layout, make_optimizer, make_population_step
 from qa2c.jax_engine.envs import make_env
 from qa2c.jax_engine.heads import AgentFns, agent_fns
 
@@ -37,6 +37,8 @@ __all__ = ["JaxPopulation", "train_population"]
 
 #: iterations per compiled call at most (rows and checkpoints come between calls)
 MAX_CHUNK = 10_000
+#: the layout of a checkpoint's carry (2: flat parameter vector, counter-based random draws)
+CHECKPOINT_FORMAT = 2
 
 
 class JaxPopulation:
@@ -71,6 +73,7 @@ class JaxPopulation:
         env, env_params = make_env(env_id)
         fns = [agent_fns(a) for a in agents]
         self.fns = fns[0]
+        self.layout: Layout = layout(self.fns)
         n_obs = env.observation_space(env_params).shape[0]
         if n_obs != ref.n_obs or env.num_actions != ref.n_actions:
             raise ValueError(
@@ -87,9 +90,11 @@ class JaxPopulation:
             max_chunk,
         )
         if key not in _PROGRAMS:  # one compile per architecture, algorithm and population size
-            _PROGRAMS[key] = _programs(self.fns, config, env, env_params, self.n_agents, max_chunk)
+            _PROGRAMS[key] = _programs(
+                self.fns, self.layout, config, env, env_params, self.n_agents, max_chunk
+            )
         init, self._chunk = _PROGRAMS[key]
-        params = jax.tree.map(lambda *xs: jnp.stack(xs), *[f.init_params() for f in fns])
+        params = jnp.asarray(np.stack([layout(f).init for f in fns]))
         self.carry: Carry = init(params, jnp.asarray(self.seeds))
         self.vec_steps = 0  # lockstep environment steps per environment
         self.episodes = np.zeros(self.n_agents, dtype=np.int64)
@@ -163,6 +168,7 @@ class JaxPopulation:
             "seed": self.seeds[i],
             "config": asdict(self.config),
             "env_id": self.env_id,
+            "format": CHECKPOINT_FORMAT,
         }
 
     def member_state(self, i: int) -> dict[str, np.ndarray]:
@@ -206,7 +212,8 @@ class JaxPopulation:
 
     def trained_params(self, i: int) -> dict[str, dict[str, np.ndarray]]:
         """Agent ``i``'s current parameters (role -> torch name -> array)."""
-        return jax.tree.map(lambda x: np.asarray(x[i]), self.carry.params)
+        params = self.layout.unravel(self.carry.params[i])
+        return jax.tree.map(np.asarray, params)
 
 
 Array = jax.Array
@@ -216,10 +223,16 @@ _PROGRAMS: dict[tuple[Any, ...], tuple[Program, Program]] = {}
 
 
 def _programs(
-    fns: AgentFns, config: A2CConfig, env: Any, env_params: Any, n_agents: int, max_chunk: int
+    fns: AgentFns,
+    lay: Layout,
+    config: A2CConfig,
+    env: Any,
+    env_params: Any,
+    n_agents: int,
+    max_chunk: int,
 ) -> tuple[Program, Program]:
     """The jitted population ``init(params, seeds)`` and ``chunk(carry, n) -> (carry, out)``."""
-    txs = make_optimizers(config)
+    tx = make_optimizer(config, lay.actor)
     e_n, t = config.n_envs, config.n_steps
 
     def init(params: Any, seed: Array) -> Carry:
@@ -227,11 +240,11 @@ def _programs(
         obs, state = jax.vmap(env.reset, in_axes=(0, None))(
             jax.random.split(k_env, e_n), env_params
         )
-        opt = {r: txs[r].init(params[r]) for r in ("actor", "critic")}
+        opt = tx.init(params)
         zeros = jnp.zeros(e_n, dtype=jnp.int64)
         return Carry(params, opt, state, obs.astype(jnp.float32), key, zeros, zeros * 0.0)
 
-    step = jax.vmap(make_agent_step(fns, config, env, env_params))
+    step = make_population_step(fns, config, lay, env, env_params)
 
     def chunk(carry: Carry, n: Array) -> tuple[Carry, dict[str, Array]]:
         bufs = {
