@@ -124,9 +124,10 @@ def make_update(
         dt = params["actor"][next(iter(params["actor"]))].dtype
         obs, nxt = b.obs.astype(dt), b.next_obs.astype(dt)
         logits = fns.actor(params["actor"], obs.reshape(t * e, n)).reshape(t, e, -1)
-        v = fns.critic(params["critic"], jnp.concatenate([obs, nxt]).reshape(2 * t * e, n))
-        v = v.reshape(2, t, e)
-        v_s, v_next = v[0], jax.lax.stop_gradient(v[1])
+        v_s = fns.critic(params["critic"], obs.reshape(t * e, n)).reshape(t, e)
+        # V(s') is a fixed target: a forward pass only (no residuals, no backward sweep)
+        frozen = jax.lax.stop_gradient(params["critic"])
+        v_next = fns.critic(frozen, nxt.reshape(t * e, n)).reshape(t, e)
         v_fixed = jax.lax.stop_gradient(v_s)
         r, not_term = b.rewards.astype(dt), 1.0 - b.terminated.astype(dt)
         delta = r + g * not_term * v_next - v_fixed  # (T, E)
