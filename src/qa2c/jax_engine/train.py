@@ -117,8 +117,11 @@ class JaxPopulation:
         """``n`` iterations (``1 <= n <= max_chunk``); rows of the episodes that ended."""
         if not 1 <= n <= self.max_chunk:
             raise ValueError(f"n: expected 1..{self.max_chunk}, got {n}")
-        self.carry, out = self._chunk(self.carry, jnp.asarray(n))
-        out = {k: np.asarray(v[:n]) for k, v in out.items()}
+        self.carry, buf = self._chunk(self.carry, jnp.asarray(n))
+        rec = np.asarray(buf[:n])  # (n, A, 3·T·E + 2): done, ret, length, losses
+        shape = (n, self.n_agents, self.config.n_steps, self.n_envs)
+        done, ret, length = (x.reshape(shape) for x in np.split(rec[..., :-2], 3, axis=-1))
+        out = {"done": done > 0, "ret": ret, "length": length, "losses": rec[..., -2:]}
         return self._rows(out, n)
 
     def _rows(self, out: dict[str, np.ndarray], n: int) -> list[tuple[int, dict[str, Any]]]:
@@ -246,20 +249,19 @@ def _programs(
 
     step = make_population_step(fns, config, lay, env, env_params)
 
-    def chunk(carry: Carry, n: Array) -> tuple[Carry, dict[str, Array]]:
-        bufs = {
-            "done": jnp.zeros((max_chunk, n_agents, t, e_n), bool),
-            "ret": jnp.zeros((max_chunk, n_agents, t, e_n), carry.ep_ret.dtype),
-            "length": jnp.zeros((max_chunk, n_agents, t, e_n), jnp.int64),
-            "losses": jnp.zeros((max_chunk, n_agents, 2), fns.dtype),
-        }
+    def chunk(carry: Carry, n: Array) -> tuple[Carry, Array]:
+        # one float64 record per iteration and agent (one write per step, not four):
+        # done, ret, length (T·E each; exact in float64) and the two losses
+        buf = jnp.zeros((max_chunk, n_agents, 3 * t * e_n + 2), jnp.float64)
 
-        def body(i: Array, state: tuple[Carry, dict[str, Array]]) -> Any:
+        def body(i: Array, state: tuple[Carry, Array]) -> tuple[Carry, Array]:
             c, b = state
             c, out = step(c)
-            return c, {k: b[k].at[i].set(out[k]) for k in b}
+            parts = [out[k].reshape(n_agents, -1) for k in ("done", "ret", "length", "losses")]
+            rec = jnp.concatenate([x.astype(jnp.float64) for x in parts], -1)
+            return c, b.at[i].set(rec)
 
-        return jax.lax.fori_loop(0, n, body, (carry, bufs))
+        return jax.lax.fori_loop(0, n, body, (carry, buf))
 
     return jax.jit(jax.vmap(init)), jax.jit(chunk, donate_argnums=0)
 
