@@ -1,14 +1,15 @@
-"""Advantage actor-critic in JAX, top to bottom: one agent's update and one agent's iteration.
+"""Advantage actor-critic in JAX, top to bottom: one agent's update and a population's iteration.
 
 The same algorithm as the torch engine's ``qa2c.a2c.A2C`` (the reference; defaults = the paper):
 ``δ = r + γ (1 - terminated) V(s') - V(s)`` with ``V(s')`` a fixed target (time-limit truncation
 bootstraps), GAE(λ) over ``n_steps``-step rollouts of ``n_envs`` environments, actor loss
 ``-mean(w · log π(a|s)) - c_ent · mean(H)`` with ``w`` the (optionally per-agent normalised)
 advantage times ``I = γ^t`` (``discount_actor``), critic loss ``mean((R - V(s))²)``, per-head
-gradient clipping, and two Adams (``optax.adam``: torch.optim.Adam's update, eps outside the square
-root after bias correction) whose learning rates anneal linearly with the environment steps taken
-before the update. Everything here is one agent; ``qa2c.jax_engine.train`` vmaps it over a
-population and loops it with ``lax``.
+gradient clipping, and the two heads' Adams (``optax.scale_by_adam``: torch.optim.Adam's update,
+eps outside the square root after bias correction) as one Adam over the agent's flat parameter
+vector with per-entry learning rates, annealed linearly with the environment steps taken before
+the update. The update is one agent's; ``make_population_step`` vmaps it over a population, and
+``qa2c.jax_engine.train`` loops that with ``lax``.
 """
 
 from __future__ import annotations
