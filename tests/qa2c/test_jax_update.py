@@ -24,7 +24,7 @@ import qa2c.jax_engine  # noqa: F401
 from qa2c.a2c import A2C
 from qa2c.agents import AGENT_NAMES
 from qa2c.experiments.cartpole import CONFIGS, CartPoleConfig, make_agent
-from qa2c.jax_engine.a2c import Batch, make_optimizers, make_update
+from qa2c.jax_engine.a2c import Batch, layout, make_optimizer, make_update
 from qa2c.jax_engine.heads import agent_fns
 
 UPDATES = 3
@@ -81,10 +81,10 @@ def test_update_matches_torch(case: str) -> None:
     agent = make_agent(config, warn=False)
     learner = A2C([agent], [config.seed], algo)
     fns = agent_fns(agent)
-    params = fns.init_params()
-    txs = make_optimizers(algo)
-    opt = {r: txs[r].init(params[r]) for r in ("actor", "critic")}
-    update = make_update(fns, algo)  # eager: cheaper than compiling 13 programs
+    lay = layout(fns)
+    flat = jnp.asarray(lay.init)
+    opt = make_optimizer(algo, lay.actor).init(flat)
+    update = make_update(fns, algo, lay)  # eager: cheaper than compiling 13 programs
     rng = np.random.default_rng(0)
     t, e = algo.n_steps, algo.n_envs
     for k in range(UPDATES):
@@ -100,10 +100,11 @@ def test_update_matches_torch(case: str) -> None:
             done=jnp.asarray(tr["terminated"][0] | tr["truncated"][0]),
             disc=jnp.asarray(algo.gamma ** tr["episode_steps"][0].astype(np.float64)),
         )
-        params, opt, losses = update(params, opt, b)
+        flat, opt, losses = update(flat, opt, b)
         np.testing.assert_allclose(
             np.asarray(losses), [float(x[0]) for x in ref_losses], rtol=1e-10, atol=1e-12
         )
+    params = lay.unravel(flat)
     for role in ("actor", "critic"):
         ref = getattr(learner, f"{role}_params")
         init = getattr(fns, f"{role}_params")
@@ -119,20 +120,23 @@ def test_update_matches_torch(case: str) -> None:
 
 
 def test_optax_adam_equals_torch_adam() -> None:
-    """optax.adam (as configured in the engine) against torch.optim.Adam: same update rule."""
+    """The engine's one Adam over the flat vector (optax) against torch.optim.Adam with two
+    parameter groups (the actor's and the critic's learning rates): same update rule."""
     from qa2c.a2c import A2CConfig
 
     rng = np.random.default_rng(1)
     p0 = rng.normal(size=(7,))
-    tx = make_optimizers(A2CConfig(lr_actor=1e-2))["actor"]
-    p = {"w": jnp.asarray(p0)}
+    actor = np.arange(7) < 3
+    tx = make_optimizer(A2CConfig(lr_actor=1e-2, lr_critic=3e-3), actor)
+    p = jnp.asarray(p0)
     state = tx.init(p)
-    tp = torch.tensor(p0, requires_grad=True)
-    opt = torch.optim.Adam([tp], lr=1e-2)
+    ta, tc = torch.tensor(p0[:3], requires_grad=True), torch.tensor(p0[3:], requires_grad=True)
+    opt = torch.optim.Adam([{"params": [ta], "lr": 1e-2}, {"params": [tc], "lr": 3e-3}])
     for _ in range(50):
         g = rng.normal(size=(7,)) * rng.choice([1e-9, 1.0, 1e3])
-        upd, state = tx.update({"w": jnp.asarray(g)}, state, p)
-        p = {"w": p["w"] + upd["w"]}
-        tp.grad = torch.tensor(g)
+        upd, state = tx.update(jnp.asarray(g), state, p)
+        p = p + upd
+        ta.grad, tc.grad = torch.tensor(g[:3]), torch.tensor(g[3:])
         opt.step()
-    np.testing.assert_allclose(np.asarray(p["w"]), tp.detach().numpy(), rtol=0, atol=1e-13)
+    want = np.concatenate([ta.detach().numpy(), tc.detach().numpy()])
+    np.testing.assert_allclose(np.asarray(p), want, rtol=0, atol=1e-13)

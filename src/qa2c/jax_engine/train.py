@@ -29,7 +29,7 @@ import numpy as np
 
 from qa2c.a2c import A2CConfig
 from qa2c.agents import Agent
-from qa2c.jax_engine.a2c import Carry, make_agent_step, make_optimizers
+from qa2c.jax_engine.a2c import Carry, Layout, layout, make_optimizer, make_population_step
 from qa2c.jax_engine.envs import make_env
 from qa2c.jax_engine.heads import AgentFns, agent_fns
 
@@ -37,6 +37,8 @@ __all__ = ["JaxPopulation", "train_population"]
 
 #: iterations per compiled call at most (rows and checkpoints come between calls)
 MAX_CHUNK = 10_000
+#: the layout of a checkpoint's carry (2: flat parameter vector, counter-based random draws)
+CHECKPOINT_FORMAT = 2
 
 
 class JaxPopulation:
@@ -71,6 +73,7 @@ class JaxPopulation:
         env, env_params = make_env(env_id)
         fns = [agent_fns(a) for a in agents]
         self.fns = fns[0]
+        self.layout: Layout = layout(self.fns)
         n_obs = env.observation_space(env_params).shape[0]
         if n_obs != ref.n_obs or env.num_actions != ref.n_actions:
             raise ValueError(
@@ -87,9 +90,11 @@ class JaxPopulation:
             max_chunk,
         )
         if key not in _PROGRAMS:  # one compile per architecture, algorithm and population size
-            _PROGRAMS[key] = _programs(self.fns, config, env, env_params, self.n_agents, max_chunk)
+            _PROGRAMS[key] = _programs(
+                self.fns, self.layout, config, env, env_params, self.n_agents, max_chunk
+            )
         init, self._chunk = _PROGRAMS[key]
-        params = jax.tree.map(lambda *xs: jnp.stack(xs), *[f.init_params() for f in fns])
+        params = jnp.asarray(np.stack([layout(f).init for f in fns]))
         self.carry: Carry = init(params, jnp.asarray(self.seeds))
         self.vec_steps = 0  # lockstep environment steps per environment
         self.episodes = np.zeros(self.n_agents, dtype=np.int64)
@@ -112,8 +117,11 @@ class JaxPopulation:
         """``n`` iterations (``1 <= n <= max_chunk``); rows of the episodes that ended."""
         if not 1 <= n <= self.max_chunk:
             raise ValueError(f"n: expected 1..{self.max_chunk}, got {n}")
-        self.carry, out = self._chunk(self.carry, jnp.asarray(n))
-        out = {k: np.asarray(v[:n]) for k, v in out.items()}
+        self.carry, buf = self._chunk(self.carry, jnp.asarray(n))
+        rec = np.asarray(buf[:n])  # (n, A, 3·T·E + 2): done, ret, length, losses
+        shape = (n, self.n_agents, self.config.n_steps, self.n_envs)
+        done, ret, length = (x.reshape(shape) for x in np.split(rec[..., :-2], 3, axis=-1))
+        out = {"done": done > 0, "ret": ret, "length": length, "losses": rec[..., -2:]}
         return self._rows(out, n)
 
     def _rows(self, out: dict[str, np.ndarray], n: int) -> list[tuple[int, dict[str, Any]]]:
@@ -163,6 +171,7 @@ class JaxPopulation:
             "seed": self.seeds[i],
             "config": asdict(self.config),
             "env_id": self.env_id,
+            "format": CHECKPOINT_FORMAT,
         }
 
     def member_state(self, i: int) -> dict[str, np.ndarray]:
@@ -206,7 +215,8 @@ class JaxPopulation:
 
     def trained_params(self, i: int) -> dict[str, dict[str, np.ndarray]]:
         """Agent ``i``'s current parameters (role -> torch name -> array)."""
-        return jax.tree.map(lambda x: np.asarray(x[i]), self.carry.params)
+        params = self.layout.unravel(self.carry.params[i])
+        return jax.tree.map(np.asarray, params)
 
 
 Array = jax.Array
@@ -216,10 +226,16 @@ _PROGRAMS: dict[tuple[Any, ...], tuple[Program, Program]] = {}
 
 
 def _programs(
-    fns: AgentFns, config: A2CConfig, env: Any, env_params: Any, n_agents: int, max_chunk: int
+    fns: AgentFns,
+    lay: Layout,
+    config: A2CConfig,
+    env: Any,
+    env_params: Any,
+    n_agents: int,
+    max_chunk: int,
 ) -> tuple[Program, Program]:
     """The jitted population ``init(params, seeds)`` and ``chunk(carry, n) -> (carry, out)``."""
-    txs = make_optimizers(config)
+    tx = make_optimizer(config, lay.actor)
     e_n, t = config.n_envs, config.n_steps
 
     def init(params: Any, seed: Array) -> Carry:
@@ -227,26 +243,25 @@ def _programs(
         obs, state = jax.vmap(env.reset, in_axes=(0, None))(
             jax.random.split(k_env, e_n), env_params
         )
-        opt = {r: txs[r].init(params[r]) for r in ("actor", "critic")}
+        opt = tx.init(params)
         zeros = jnp.zeros(e_n, dtype=jnp.int64)
         return Carry(params, opt, state, obs.astype(jnp.float32), key, zeros, zeros * 0.0)
 
-    step = jax.vmap(make_agent_step(fns, config, env, env_params))
+    step = make_population_step(fns, config, lay, env, env_params)
 
-    def chunk(carry: Carry, n: Array) -> tuple[Carry, dict[str, Array]]:
-        bufs = {
-            "done": jnp.zeros((max_chunk, n_agents, t, e_n), bool),
-            "ret": jnp.zeros((max_chunk, n_agents, t, e_n), carry.ep_ret.dtype),
-            "length": jnp.zeros((max_chunk, n_agents, t, e_n), jnp.int64),
-            "losses": jnp.zeros((max_chunk, n_agents, 2), fns.dtype),
-        }
+    def chunk(carry: Carry, n: Array) -> tuple[Carry, Array]:
+        # one float64 record per iteration and agent (one write per step, not four):
+        # done, ret, length (T·E each; exact in float64) and the two losses
+        buf = jnp.zeros((max_chunk, n_agents, 3 * t * e_n + 2), jnp.float64)
 
-        def body(i: Array, state: tuple[Carry, dict[str, Array]]) -> Any:
+        def body(i: Array, state: tuple[Carry, Array]) -> tuple[Carry, Array]:
             c, b = state
             c, out = step(c)
-            return c, {k: b[k].at[i].set(out[k]) for k in b}
+            parts = [out[k].reshape(n_agents, -1) for k in ("done", "ret", "length", "losses")]
+            rec = jnp.concatenate([x.astype(jnp.float64) for x in parts], -1)
+            return c, b.at[i].set(rec)
 
-        return jax.lax.fori_loop(0, n, body, (carry, bufs))
+        return jax.lax.fori_loop(0, n, body, (carry, buf))
 
     return jax.jit(jax.vmap(init)), jax.jit(chunk, donate_argnums=0)
 
