@@ -17,7 +17,7 @@ Rows: ``losses/train`` every ``log_every`` steps; at every ``eval_every`` steps 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -387,31 +387,27 @@ def _laptop3(loss: str, **kw: Any) -> ArithConfig:
     return _laptop2(loss, **{"train_size": 40_000, **kw})
 
 
+_COMPARISON: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("ce", "ce", {}),
+    ("ntl-was", "ntl-was", {}),
+    ("ntl-mse", "ntl-mse", {}),
+    ("gauss-ce", "gauss-ce", {}),
+    ("gauss-ce+ntl-was", "gauss-ce+ntl-was", {}),
+    ("ntl-was-0.1", "ntl-was", {"ntl_weight": 0.1}),
+    ("ntl-was-0.8", "ntl-was", {"ntl_weight": 0.8}),
+    ("ntl-was-2.0", "ntl-was", {"ntl_weight": 2.0}),
+)
+"""The issue's comparison for each laptop recipe: (name suffix, loss, overrides)."""
+
+
+def _recipe(prefix: str, make: Callable[..., ArithConfig]) -> dict[str, ArithConfig]:
+    return {f"{prefix}-{name}": make(loss, **kw) for name, loss, kw in _COMPARISON}
+
+
 CONFIGS: dict[str, ArithConfig] = {
-    "laptop-ce": _laptop("ce"),
-    "laptop-ntl-was": _laptop("ntl-was"),
-    "laptop-ntl-mse": _laptop("ntl-mse"),
-    "laptop-gauss-ce": _laptop("gauss-ce"),
-    "laptop-gauss-ce+ntl-was": _laptop("gauss-ce+ntl-was"),
-    "laptop-ntl-was-0.1": _laptop("ntl-was", ntl_weight=0.1),
-    "laptop-ntl-was-0.8": _laptop("ntl-was", ntl_weight=0.8),
-    "laptop-ntl-was-2.0": _laptop("ntl-was", ntl_weight=2.0),
-    "laptop2-ce": _laptop2("ce"),
-    "laptop2-ntl-was": _laptop2("ntl-was"),
-    "laptop2-ntl-mse": _laptop2("ntl-mse"),
-    "laptop2-gauss-ce": _laptop2("gauss-ce"),
-    "laptop2-gauss-ce+ntl-was": _laptop2("gauss-ce+ntl-was"),
-    "laptop2-ntl-was-0.1": _laptop2("ntl-was", ntl_weight=0.1),
-    "laptop2-ntl-was-0.8": _laptop2("ntl-was", ntl_weight=0.8),
-    "laptop2-ntl-was-2.0": _laptop2("ntl-was", ntl_weight=2.0),
-    "laptop3-ce": _laptop3("ce"),
-    "laptop3-ntl-was": _laptop3("ntl-was"),
-    "laptop3-ntl-mse": _laptop3("ntl-mse"),
-    "laptop3-gauss-ce": _laptop3("gauss-ce"),
-    "laptop3-gauss-ce+ntl-was": _laptop3("gauss-ce+ntl-was"),
-    "laptop3-ntl-was-0.1": _laptop3("ntl-was", ntl_weight=0.1),
-    "laptop3-ntl-was-0.8": _laptop3("ntl-was", ntl_weight=0.8),
-    "laptop3-ntl-was-2.0": _laptop3("ntl-was", ntl_weight=2.0),
+    **_recipe("laptop", _laptop),
+    **_recipe("laptop2", _laptop2),
+    **_recipe("laptop3", _laptop3),
     "ce": _quick("ce"),
     "ntl-was": _quick("ntl-was"),
     "ntl-mse": _quick("ntl-mse"),
