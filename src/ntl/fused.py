@@ -221,7 +221,7 @@ def ntl_columns(
         weighted = table.slot_dist.index_select(1, slots).mul_(probs)  # p_k d_k, (K, M)
         loss = weighted.sum(0)  # (M,)
         # d/dz_k sum_i p_i d_i = p_k (d_k - loss)
-        return loss, torch.addcmul(weighted, probs, loss, value=-1.0)
+        return loss, weighted.addcmul_(probs, loss, value=-1.0)  # in place: one buffer less
     # centred[s] = v_s - pred = sum_j p_j (v_s - v_j): exact value differences weighted by p,
     # free of the cancellation of v_s - pred (its rounding is amplified by |v| / |resid|)
     centred = torch.mm(table.slot_diff, probs)  # (K + 1, M), row 0 unused
@@ -368,12 +368,16 @@ def _fused_pass(
     ntl_rows = ntl_sum = ntl_grad = at = None
     if table is not None and opts.ntl_weight != 0.0 and plan.number_rows.numel() > 0:
         at = number_positions(table.token_ids, plan.number_rows, vocab)  # (K, M)
-        number_logits = torch.take(source, at).to(dtype)  # (K, M)
+        number_logits = torch.take(source, at)  # (K, M)
+        if half:
+            number_logits = number_logits.to(dtype)
         ntl_rows, ntl_grad = ntl_columns(
             number_logits, plan.number_slots, table, opts.kind, opts.huber_delta
         )
         ntl_sum = ntl_total(ntl_rows, number_logits)
-    label_logit = source.gather(1, plan.safe_labels.unsqueeze(1)).squeeze(1).to(dtype)
+    label_logit = source.gather(1, plan.safe_labels.unsqueeze(1)).squeeze(1)
+    if half:
+        label_logit = label_logit.to(dtype)
     lse = torch.empty(n_rows, dtype=dtype, device=logits.device)
     logit_sum = torch.empty(n_rows, dtype=dtype, device=logits.device) if eps > 0 else None
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if need_grad else None
