@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from repro.aggregate import compute_report, load_runs
 from repro.overrides import apply_overrides
+from repro.report import render
+from repro.storage import atomic_write_json, run_dir_for
 
 
 def test_set_splits_a_comma_separated_tuple_value() -> None:
@@ -31,3 +38,45 @@ def test_set_comma_list_of_floats_on_nested_tuple_field() -> None:
 
     cfg = apply_overrides(CONFIGS["HQ2Q"], ["agent.obs_scale=1,1,0.5,0.5"])
     assert cfg.agent.obs_scale == (1.0, 1.0, 0.5, 0.5)
+
+
+def _write_run(out: Path, exp: str, name: str, seed: int, config: dict[str, Any], acc: float) -> None:
+    d = run_dir_for(out, exp, name, seed)
+    atomic_write_json(d / "config.json", {"seed": seed, **config})
+    final = {"step": 10, "eval/heldout/accuracy": acc}
+    (d / "metrics.jsonl").write_text(json.dumps(final) + "\n")
+    atomic_write_json(d / "summary.json", {"status": "finished", "final": final})
+
+
+def test_report_does_not_pool_seeds_run_with_different_overrides(tmp_path: Path) -> None:
+    """Seeds 0-1 run with ``--set max_steps=400`` and seed 2 without, into one ``--out``: each
+    run folder's own config check passes, and the report pooled all three under "ce" as one
+    config (mean 0.4 over 3 seeds). Each variant is now its own row, named by what differs."""
+    for seed, (steps, acc) in enumerate([(400, 0.3), (400, 0.3), (1000, 0.6)]):
+        _write_run(tmp_path, "ntl-arith", "ce", seed, {"max_steps": steps, "lr": 0.1}, acc)
+    _write_run(tmp_path, "ntl-arith", "ntl", 0, {"max_steps": 400, "lr": 0.1}, 0.5)
+    names = {r.config: r.seed for r in load_runs(tmp_path) if r.seed == 2}
+    assert names == {"ce [max_steps=1000]": 2}
+    table = compute_report(tmp_path).experiments[0].evals["heldout"]
+    assert sorted(table) == ["ce [max_steps=1000]", "ce [max_steps=400]", "ntl"]
+    assert table["ce [max_steps=400]"]["accuracy"].n == 2
+    assert table["ce [max_steps=400]"]["accuracy"].mean == pytest.approx(0.3)
+    assert table["ce [max_steps=1000]"]["accuracy"].mean == pytest.approx(0.6)
+    text = render(compute_report(tmp_path), tmp_path / "report")
+    assert "| ce [max_steps=400] | 0,1 |" in text and "| ce [max_steps=1000] | 2 |" in text
+
+
+def test_an_old_shape_config_json_is_not_a_variant(tmp_path: Path) -> None:
+    """A run folder with the flat (older) QA2C config.json and one with the current nested shape
+    are the same config: compared through the experiment's ``upgrade_config``, not split."""
+    import dataclasses
+
+    from qa2c.experiments.cartpole import CONFIGS
+    from repro.registry import config_to_json
+    from tests.repro.test_real_experiments import _FLAT_HA2Q
+
+    cfg = dataclasses.replace(CONFIGS["HA2Q"], total_steps=96, checkpoint_every=32, engine="torch")
+    flat = {k: v for k, v in _FLAT_HA2Q.items() if k != "seed"}
+    _write_run(tmp_path, "qa2c-cartpole", "HA2Q", 0, flat, 0.5)
+    _write_run(tmp_path, "qa2c-cartpole", "HA2Q", 1, config_to_json(cfg), 0.5)
+    assert [r.config for r in load_runs(tmp_path)] == ["HA2Q", "HA2Q"]
