@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from repro.aggregate import compute_report, load_runs
 from repro.overrides import apply_overrides
 from repro.report import render
+from repro.stats import iqm_estimate, performance_profile, probability_of_improvement_estimate
 from repro.storage import atomic_write_json, run_dir_for
 
 
@@ -80,3 +83,27 @@ def test_an_old_shape_config_json_is_not_a_variant(tmp_path: Path) -> None:
     _write_run(tmp_path, "qa2c-cartpole", "HA2Q", 0, flat, 0.5)
     _write_run(tmp_path, "qa2c-cartpole", "HA2Q", 1, config_to_json(cfg), 0.5)
     assert [r.config for r in load_runs(tmp_path)] == ["HA2Q", "HA2Q"]
+
+
+def test_no_confidence_interval_from_a_single_run(tmp_path: Path) -> None:
+    """One finished seed gave an IQM "CI" [x, x] (zero width, looks like certainty), and so did
+    P(X > Y) and the performance profile band; now the ends are NaN and the report says so."""
+    one = np.array([0.7])
+    three = np.array([0.2, 0.4, 0.9])
+    est = iqm_estimate(one)
+    assert est.value == 0.7 and math.isnan(est.low) and math.isnan(est.high)
+    assert not math.isnan(iqm_estimate(three).low)
+    poi = probability_of_improvement_estimate(one, three)
+    assert poi.value == pytest.approx(2 / 3) and math.isnan(poi.low) and math.isnan(poi.high)
+    _, low, high = performance_profile(one, np.array([0.0, 0.5, 1.0]))
+    assert np.isnan(low).all() and np.isnan(high).all()
+    for seed, acc in enumerate([0.2, 0.4, 0.9]):
+        _write_run(tmp_path, "ntl-arith", "ce", seed, {}, acc)
+    _write_run(tmp_path, "ntl-arith", "ntl", 0, {}, 0.7)
+    for run_dir in tmp_path.glob("ntl-arith/*/seed-*"):  # the declared score key
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["final"]["eval/interpolate/accuracy"] = summary["final"]["eval/heldout/accuracy"]
+        atomic_write_json(run_dir / "summary.json", summary)
+    text = render(compute_report(tmp_path), tmp_path / "report")
+    assert "| ntl | 1 | 0 | 0.7 (no CI: < 2 runs) |" in text
+    assert "| ntl | 0.667 (no CI: < 2 runs) | – |" in text
