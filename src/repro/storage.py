@@ -155,12 +155,14 @@ def repair_metrics(path: Path) -> int:
 
 def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
     """The rows of a ``metrics.jsonl``. A torn last line is skipped (not repaired); a bad line
-    before the last raises :class:`CorruptFileError` naming its line number."""
+    before the last, or a row whose step does not increase (a duplicated row would count twice
+    in every aggregate), raises :class:`CorruptFileError` naming its line number."""
     path = Path(path)
     if not path.exists():
         return
     with open(path, "rb") as f:
         pending: tuple[int, bytes] | None = None  # a bad line, fatal unless it is the last
+        last: int | None = None
         for number, line in enumerate(f, 1):
             if pending is not None:
                 raise _corrupt_line(path, *pending)
@@ -168,6 +170,13 @@ def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
             if row is None:
                 pending = (number, line)
                 continue
+            if last is not None and row["step"] <= last:
+                raise CorruptFileError(
+                    f"{path}: line {number} has step {row['step']} after step {last} (steps "
+                    "must increase; a repeated row would be counted twice); remove this run "
+                    "folder to train the run again (or restore the file)"
+                )
+            last = row["step"]
             yield row
 
 

@@ -14,7 +14,13 @@ from repro.aggregate import compute_report, load_runs
 from repro.overrides import apply_overrides
 from repro.report import render
 from repro.stats import iqm_estimate, performance_profile, probability_of_improvement_estimate
-from repro.storage import atomic_write_json, run_dir_for
+from repro.storage import (
+    CorruptFileError,
+    MetricsWriter,
+    atomic_write_json,
+    read_metrics,
+    run_dir_for,
+)
 
 
 def test_set_splits_a_comma_separated_tuple_value() -> None:
@@ -107,3 +113,21 @@ def test_no_confidence_interval_from_a_single_run(tmp_path: Path) -> None:
     text = render(compute_report(tmp_path), tmp_path / "report")
     assert "| ntl | 1 | 0 | 0.7 (no CI: < 2 runs) |" in text
     assert "| ntl | 0.667 (no CI: < 2 runs) | – |" in text
+
+
+def test_a_duplicated_row_in_metrics_jsonl_is_corruption_not_counted_twice(tmp_path: Path) -> None:
+    """A metrics.jsonl with a repeated step (a row appended twice) was read as two episodes:
+    the report's curves and episode scores counted it twice. It is now a corrupt run, listed
+    with the line, left out of the numbers."""
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 10, "r": 1.0}, {"step": 20, "r": 2.0}, {"step": 20, "r": 2.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CorruptFileError, match="line 3 has step 20 after step 20"):
+        list(read_metrics(path))
+    with pytest.raises(CorruptFileError, match="line 3"):
+        MetricsWriter(path)
+    _write_run(tmp_path / "runs", "ntl-arith", "ce", 0, {}, 0.5)
+    bad = run_dir_for(tmp_path / "runs", "ntl-arith", "ce", 0) / "metrics.jsonl"
+    bad.write_text(path.read_text())
+    (record,) = load_runs(tmp_path / "runs")
+    assert record.status == "corrupt" and "line 3 has step 20" in record.error
