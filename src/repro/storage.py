@@ -215,6 +215,9 @@ class MetricsWriter:
         self.rows = 0
         for row in read_metrics(self.path):
             self._account(row)
+        self.resumed_from = self.last_step
+        """Rows up to this step were stored before: a resumed run's replay of them is dropped."""
+        self._stored_rows = self.rows
         repair_metrics(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
@@ -224,9 +227,18 @@ class MetricsWriter:
         self.rows += 1
 
     def append(self, row: Mapping[str, Any]) -> bool:
-        """Append ``row`` unless its step is <= the last stored step; return whether it was written."""
+        """Append ``row``; return whether it was written. Before the first new row, a row whose
+        step is <= the last step stored before this writer opened is a resumed run replaying
+        its rows: dropped. Any other row whose step does not increase raises ValueError (an
+        experiment that yields one step twice would otherwise lose a row silently)."""
         step = row.get("step") if isinstance(row, Mapping) else None
-        if isinstance(step, int) and self.last_step is not None and step <= self.last_step:
+        if (
+            isinstance(step, int)
+            and not isinstance(step, bool)
+            and self.resumed_from is not None
+            and self.rows == self._stored_rows
+            and step <= self.resumed_from
+        ):
             return False
         clean = check_row(row, self.last_step)
         self._file.write(json.dumps(clean, allow_nan=True) + "\n")

@@ -115,6 +115,25 @@ def test_no_confidence_interval_from_a_single_run(tmp_path: Path) -> None:
     assert "| ntl | 0.667 (no CI: < 2 runs) | – |" in text
 
 
+def test_a_step_yielded_twice_is_an_error_not_a_lost_row(tmp_path: Path) -> None:
+    """The writer dropped EVERY row whose step was <= the last one, so an experiment that
+    yielded an eval row at the same step as its train row lost the eval row without a word.
+    Only a resumed run's replay (before its first new row) is dropped now."""
+    path = tmp_path / "metrics.jsonl"
+    with MetricsWriter(path) as w:
+        assert w.append({"step": 1, "loss": 0.5})
+        with pytest.raises(ValueError, match="strictly increase: 1 after 1"):
+            w.append({"step": 1, "eval/accuracy": 0.9})
+        assert w.append({"step": 2, "loss": 0.4})
+    with MetricsWriter(path) as w:  # resumed: the replay of steps 1-2 is dropped
+        assert not w.append({"step": 1, "loss": 0.5})
+        assert not w.append({"step": 2, "loss": 0.4})
+        assert w.append({"step": 3, "loss": 0.3})
+        with pytest.raises(ValueError, match="strictly increase: 2 after 3"):
+            w.append({"step": 2, "loss": 0.4})
+    assert [r["step"] for r in read_metrics(path)] == [1, 2, 3]
+
+
 def test_a_duplicated_row_in_metrics_jsonl_is_corruption_not_counted_twice(tmp_path: Path) -> None:
     """A metrics.jsonl with a repeated step (a row appended twice) was read as two episodes:
     the report's curves and episode scores counted it twice. It is now a corrupt run, listed
