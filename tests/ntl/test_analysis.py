@@ -110,3 +110,17 @@ def test_report_and_plot(root: Path, tmp_path: Path) -> None:
     assert "| ntl-was | 100 | 100, 100, 100 |" in text  # seed 3 is unfinished
     png = plot_curves(curves, M, tmp_path / "plot" / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_seed_has_no_confidence_interval(root: Path) -> None:
+    """One seed gave the "CI" [x, x] (zero width, reads as certainty), in the tables and as a
+    paired difference over one common seed; now the ends are NaN and the table says so."""
+    est = bootstrap_ci([0.7])
+    assert est.mean == 0.7 and math.isnan(est.lo) and math.isnan(est.hi) and est.n == 1
+    assert str(est) == "0.7 (no CI: n=1)"
+    curves = load_curves(root, M)
+    one = paired_difference({c: {0: curves[c][0]} for c in curves}, "ce", "ntl-was")
+    assert one.n == 1 and math.isnan(one.lo)
+    text = format_report({c: {0: curves[c][0]} for c in curves}, M, base="ce")
+    assert "| ntl-was | 0.7 (no CI: n=1) |" in text  # the end, and the paired difference:
+    assert "| ntl-was | 0.1 (no CI: n=1) |" in text

@@ -57,6 +57,8 @@ class Estimate:
     def __str__(self) -> str:
         if self.n == 0:
             return "—"
+        if self.n < 2:
+            return f"{_g(self.mean)} (no CI: n={self.n})"
         return f"{_g(self.mean)} [{_g(self.lo)}, {_g(self.hi)}] (n={self.n})"
 
 
@@ -102,6 +104,8 @@ def bootstrap_ci(
     """The mean of ``values`` and a 95 % percentile-bootstrap interval of it (resampling seeds).
 
     ``stat`` maps an (n_boot, n) array of resamples to (n_boot,) statistics (default: mean).
+    One value has nothing to resample (its interval would be the value itself, zero width):
+    ``lo`` and ``hi`` are NaN then.
     """
     x = np.asarray(values, dtype=float)
     if x.ndim != 1:
@@ -111,6 +115,8 @@ def bootstrap_ci(
     if len(x) == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     f = stat if stat is not None else (lambda a: a.mean(axis=-1))
+    if len(x) < 2:
+        return Estimate(float(f(x[None, :])[0]), math.nan, math.nan, len(x))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(n_boot, len(x)))
     boots = f(x[idx])
