@@ -124,3 +124,16 @@ def test_one_seed_has_no_confidence_interval(root: Path) -> None:
     text = format_report({c: {0: curves[c][0]} for c in curves}, M, base="ce")
     assert "| ntl-was | 0.7 (no CI: n=1) |" in text  # the end, and the paired difference:
     assert "| ntl-was | 0.1 (no CI: n=1) |" in text
+
+
+def test_a_bad_line_inside_a_log_is_an_error_not_skipped(root: Path) -> None:
+    """Every unparsable line was skipped, not only a torn last one, and a repeated step
+    replaced the first value: rows vanished from the analysis without a word."""
+    log = root / "ce" / "seed-1" / "metrics.jsonl"
+    good = log.read_text()
+    log.write_text(good.replace('{"step": 200', 'garbage\n{"step": 200'))
+    with pytest.raises(ValueError, match=r"seed-1/metrics.jsonl: line 3 is not a metric row"):
+        load_curves(root, M)
+    log.write_text(good + json.dumps({"step": 300, M: 0.0}) + "\n")
+    with pytest.raises(ValueError, match="line 5 has step 300 after step 300"):
+        load_curves(root, M)

@@ -69,7 +69,9 @@ def _g(x: float) -> str:
 def load_curves(root: Path, metric: str) -> Curves:
     """``{config: {seed: {step: value}}}`` of ``metric`` from every run folder under ``root``.
 
-    Non-finite values are kept (a run whose metric is nan at a step says so).
+    Non-finite values are kept (a run whose metric is nan at a step says so). A torn last line
+    is skipped; a bad line before it, or a step that does not increase, is a ValueError naming
+    the file and line.
     """
     root = Path(root)
     if not root.is_dir():
@@ -80,15 +82,26 @@ def load_curves(root: Path, metric: str) -> Curves:
         if match is None:
             continue
         curve: dict[int, float] = {}
-        for line in path.read_text().splitlines():
+        lines = path.read_text().splitlines()
+        last: int | None = None
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line of an interrupted run
-                continue
+                step = int(row["step"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                if number == len(lines):  # a torn last line of an interrupted run
+                    continue
+                raise ValueError(f"{path}: line {number} is not a metric row: {line[:60]!r}")
+            if last is not None and step <= last:
+                raise ValueError(
+                    f"{path}: line {number} has step {step} after step {last}; a repeated row "
+                    "would replace the first silently"
+                )
+            last = step
             if metric in row:
-                curve[int(row["step"])] = float(row[metric])
+                curve[step] = float(row[metric])
         if curve:
             out.setdefault(path.parent.parent.name, {})[int(match.group(1))] = curve
     return out
