@@ -137,3 +137,22 @@ def test_a_bad_line_inside_a_log_is_an_error_not_skipped(root: Path) -> None:
     log.write_text(good + json.dumps({"step": 300, M: 0.0}) + "\n")
     with pytest.raises(ValueError, match="line 5 has step 300 after step 300"):
         load_curves(root, M)
+
+
+def test_seeds_of_different_configs_in_one_folder_are_refused(root: Path) -> None:
+    """ce's seeds 0-1 run with max_steps=300 and seed 2 with 1000 (``--set`` into one
+    ``--out``) were averaged as one config's seeds; now it is an error naming what differs."""
+    for seed, steps in enumerate([300, 300, 1000]):
+        config = {"seed": seed, "max_steps": steps, "lr": 0.001}
+        (root / "ce" / f"seed-{seed}" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError,
+        match=r"ce holds runs of different configs "
+        r"\(seed-0: max_steps=300; seed-2: max_steps=1000\)",
+    ):
+        load_curves(root, M)
+    (root / "ce" / "seed-2" / "config.json").write_text(
+        json.dumps({"seed": 2, "max_steps": 300, "lr": 0.001})
+    )
+    assert sorted(load_curves(root, M)["ce"]) == [0, 1, 2]
+

@@ -93,7 +93,9 @@ def load_curves(root: Path, metric: str) -> Curves:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 if number == len(lines):  # a torn last line of an interrupted run
                     continue
-                raise ValueError(f"{path}: line {number} is not a metric row: {line[:60]!r}")
+                raise ValueError(
+                    f"{path}: line {number} is not a metric row: {line[:60]!r}"
+                ) from None
             if last is not None and step <= last:
                 raise ValueError(
                     f"{path}: line {number} has step {step} after step {last}; a repeated row "
@@ -104,7 +106,34 @@ def load_curves(root: Path, metric: str) -> Curves:
                 curve[step] = float(row[metric])
         if curve:
             out.setdefault(path.parent.parent.name, {})[int(match.group(1))] = curve
+    for config in out:
+        _check_one_config(root / config)
     return out
+
+
+def _check_one_config(folder: Path) -> None:
+    """The seeds of one config folder must share one config (their ``config.json`` files, the
+    seed left out): seeds run with different ``--set`` values are not one config's seeds."""
+    seen: dict[str, tuple[str, dict[str, object]]] = {}
+    for path in sorted(folder.glob("*/config.json")):
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e})") from None
+        if isinstance(config, dict):
+            config.pop("seed", None)
+            seen.setdefault(json.dumps(config, sort_keys=True), (path.parent.name, config))
+    if len(seen) > 1:
+        runs = list(seen.values())
+        keys = sorted(
+            {k for _, c in runs for k in c if len({repr(c2.get(k)) for _, c2 in runs}) > 1}
+        )
+        which = "; ".join(
+            f"{name}: " + ", ".join(f"{k}={c.get(k)!r}" for k in keys) for name, c in runs
+        )
+        raise ValueError(
+            f"{folder} holds runs of different configs ({which}); analyse each in its own folder"
+        )
 
 
 def bootstrap_ci(
