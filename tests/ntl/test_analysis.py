@@ -14,6 +14,7 @@ from ntl.experiments.analysis import (
     first_step_reaching,
     format_report,
     load_curves,
+    main,
     paired_difference,
     plot_curves,
 )
@@ -156,3 +157,16 @@ def test_seeds_of_different_configs_in_one_folder_are_refused(root: Path) -> Non
     )
     assert sorted(load_curves(root, M)["ce"]) == [0, 1, 2]
 
+
+def test_cli_names_a_base_or_config_that_has_no_runs(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--base CE`` (a typo) printed the tables without the paired differences, and
+    ``--configs ce,ntl-wass`` silently showed ce alone; both are now usage errors."""
+    for argv in ([str(root), "--base", "CE"], [str(root), "--configs", "ce,ntl-wass"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "configs found: ce, ntl-was" in capsys.readouterr().err
+    main([str(root), "--configs", "ntl-was"])  # no base wanted: no paired differences
+    assert "| ntl-was |" in capsys.readouterr().out

@@ -332,8 +332,15 @@ def main(argv: list[str] | None = None) -> None:
     keep = args.configs.split(",") if args.configs else None
     for i, metric in enumerate(metrics):
         curves = load_curves(args.root, metric)
+        wanted = keep if keep is not None else [args.base]  # --configs without the base:
+        missing = [c for c in wanted if c not in curves]  # no paired differences wanted
+        if missing:
+            parser.error(
+                f"no runs of config {missing[0]!r} with {metric!r} under {args.root}; "
+                f"configs found: {', '.join(sorted(curves)) or 'none'}"
+            )
         if keep is not None:
-            curves = {c: curves[c] for c in keep if c in curves}
+            curves = {c: curves[c] for c in keep}
         higher = "accuracy" in metric or "within" in metric
         print(
             format_report(
