@@ -49,7 +49,9 @@ def test_set_comma_list_of_floats_on_nested_tuple_field() -> None:
     assert cfg.agent.obs_scale == (1.0, 1.0, 0.5, 0.5)
 
 
-def _write_run(out: Path, exp: str, name: str, seed: int, config: dict[str, Any], acc: float) -> None:
+def _write_run(
+    out: Path, exp: str, name: str, seed: int, config: dict[str, Any], acc: float
+) -> None:
     d = run_dir_for(out, exp, name, seed)
     atomic_write_json(d / "config.json", {"seed": seed, **config})
     final = {"step": 10, "eval/heldout/accuracy": acc}
