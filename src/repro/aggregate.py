@@ -11,6 +11,8 @@ step where the mean of the last ``solve_window`` episodes first reaches ``solve_
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -128,8 +130,53 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
         except CorruptFileError as e:
             record = RunRecord(exp, config, seed, run_dir, "corrupt", {}, error=str(e))
         records.append(record)
+    _label_config_variants(records)
     records.sort(key=lambda r: (r.experiment, r.config, r.seed))
     return records
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """A JSON config with nested objects as dotted keys, each value as compact JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, separators=(",", ":"))
+    return out
+
+
+def _comparable_config(record: RunRecord, protocol: Protocol) -> dict[str, Any]:
+    """A run's config without its seed, in the experiment's current shape when it declares
+    ``upgrade_config`` (an old-shape ``config.json`` is the same config, not a variant)."""
+    config = dict(record.config_values)
+    upgrade = protocol.upgrade_config
+    if upgrade is not None:
+        with contextlib.suppress(Exception):  # a shape it does not know: compared as stored
+            config = dict(upgrade(config))
+    config.pop("seed", None)
+    return _flat(config)
+
+
+def _label_config_variants(records: Sequence[RunRecord]) -> None:
+    """Runs of one config name whose stored configs differ (seeds run with different ``--set``
+    overrides into one ``--out``) get the keys that differ in their name, ``ce [max_steps=400]``,
+    so that no table or curve pools them as one config."""
+    groups: dict[tuple[str, str], list[tuple[RunRecord, dict[str, Any]]]] = {}
+    protocols: dict[str, Protocol] = {}
+    for r in records:
+        if r.status != "corrupt":
+            protocol = protocols.setdefault(r.experiment, protocol_of(r.experiment))
+            config = _comparable_config(r, protocol)
+            groups.setdefault((r.experiment, r.config), []).append((r, config))
+    for runs in groups.values():
+        configs = [c for _, c in runs]
+        keys = sorted(set().union(*configs)) if configs else []
+        differ = [k for k in keys if len({c.get(k, "(unset)") for c in configs}) > 1]
+        if not differ:
+            continue
+        for r, c in runs:
+            r.config += " [" + ", ".join(f"{k}={c.get(k, '(unset)')}" for k in differ) + "]"
 
 
 def protocol_of(experiment: str) -> Protocol:

@@ -48,7 +48,9 @@ class RunCmd:
     config: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
     """Named configs to run (default: all of the experiment's configs)."""
     set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """Config overrides key=value, parsed by the field's type; `repro list EXPERIMENT` shows the keys."""
+    """Config overrides key=value, parsed by the field's type; `repro list EXPERIMENT` shows the keys.
+    A tuple field takes a comma-separated list (categories=a,b) or a quoted space-separated
+    one ('categories=a b'); an empty value gives an empty tuple."""
     seeds: str = "0"
     """Seeds: a range 0-9, a list 0,3,5, or both 0-2,7."""
     out: Path = Path("runs")

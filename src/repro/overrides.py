@@ -100,13 +100,27 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _sequence_tokens(key: str, value: str) -> list[str]:
+    """The elements of a sequence value: ``a,b`` (commas) or ``"a b"`` (spaces, shell quoting);
+    an empty element (``a,,b``, a trailing comma) is an error naming the value."""
+    if "," not in value:
+        return shlex.split(value)
+    parts = [p.strip() for p in value.split(",")]
+    if not all(parts):
+        raise ValueError(
+            f"--set {key}={value!r}: an empty element in a comma-separated list "
+            "(write a,b or 'a b')"
+        )
+    return parts
+
+
 def _parse_one(config: Any, key: str, value: str, tp: Any) -> Any:
     union = typing.get_origin(tp) in (typing.Union, types.UnionType)
     options = typing.get_args(tp) if union else (tp,)  # `tuple[float, ...] | None` is a sequence
     is_sequence = any(
         typing.get_origin(t) in (tuple, list, set, frozenset, abc.Sequence) for t in options
     )
-    tokens = shlex.split(value) if is_sequence else [value]
+    tokens = _sequence_tokens(key, value) if is_sequence else [value]
     if tp is bool:
         low = value.strip().lower()
         if low not in _TRUE | _FALSE:

@@ -309,6 +309,8 @@ def _rl_section(rows: Sequence[RLRow], protocol: Protocol) -> list[str]:
 
 
 def _ci(value: float, low: float, high: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return f"{fmt_num(value)} (no CI: < 2 runs)"
     return f"{fmt_num(value)} [{fmt_num(low)}, {fmt_num(high)}]"
 
 

@@ -10,6 +10,10 @@ against the ``rliable`` package.
 * :func:`performance_profile` — the fraction of the R·T scores above each threshold τ;
 * :func:`probability_of_improvement` — P(X > Y) for a run X of one config and Y of another,
   ties counting one half (the Mann-Whitney U statistic over m·n), averaged over tasks.
+
+A single run has nothing to resample: its "interval" would be the point itself, a CI of zero
+width that looks like certainty. With fewer than ``MIN_RUNS_FOR_CI`` runs (on either side of
+a comparison) the interval ends are NaN, and the report says there is no CI.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "MIN_RUNS_FOR_CI",
     "Estimate",
     "bootstrap_ci",
     "iqm",
@@ -30,6 +35,8 @@ __all__ = [
 ]
 
 DEFAULT_REPS = 2000
+MIN_RUNS_FOR_CI = 2
+"""Fewer runs than this get NaN interval ends (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,8 @@ def iqm_estimate(
 ) -> Estimate:
     """IQM of ``scores`` (R, T) with its stratified-bootstrap percentile interval."""
     a = _matrix(scores)
+    if a.shape[0] < MIN_RUNS_FOR_CI:
+        return Estimate(float(iqm(a)), np.nan, np.nan)
     reps_iqm = iqm(stratified_resample(a, reps, np.random.default_rng(seed)))  # (B,)
     low, high = bootstrap_ci(reps_iqm, size)
     return Estimate(float(iqm(a)), float(low), float(high))
@@ -102,6 +111,9 @@ def performance_profile(
         flat = x.reshape(*x.shape[:-2], -1)[..., None]  # (..., R*T, 1)
         return np.asarray((flat > taus).mean(axis=-2))
 
+    if a.shape[0] < MIN_RUNS_FOR_CI:
+        nan = np.full(taus.shape, np.nan)
+        return profile(a), nan, nan.copy()
     low, high = bootstrap_ci(profile(stratified_resample(a, reps, np.random.default_rng(seed))))
     return profile(a), low, high
 
@@ -133,6 +145,8 @@ def probability_of_improvement_estimate(
     resampled separately, each within every task)."""
     a, b = _matrix(x), _matrix(y)
     point = probability_of_improvement(a, b)
+    if min(a.shape[0], b.shape[0]) < MIN_RUNS_FOR_CI:
+        return Estimate(point, np.nan, np.nan)
     rng = np.random.default_rng(seed)
     parts: list[np.ndarray] = []
     for start in range(0, reps, chunk):  # bounded memory: (chunk, M, N, T) booleans

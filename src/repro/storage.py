@@ -155,12 +155,14 @@ def repair_metrics(path: Path) -> int:
 
 def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
     """The rows of a ``metrics.jsonl``. A torn last line is skipped (not repaired); a bad line
-    before the last raises :class:`CorruptFileError` naming its line number."""
+    before the last, or a row whose step does not increase (a duplicated row would count twice
+    in every aggregate), raises :class:`CorruptFileError` naming its line number."""
     path = Path(path)
     if not path.exists():
         return
     with open(path, "rb") as f:
         pending: tuple[int, bytes] | None = None  # a bad line, fatal unless it is the last
+        last: int | None = None
         for number, line in enumerate(f, 1):
             if pending is not None:
                 raise _corrupt_line(path, *pending)
@@ -168,6 +170,13 @@ def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
             if row is None:
                 pending = (number, line)
                 continue
+            if last is not None and row["step"] <= last:
+                raise CorruptFileError(
+                    f"{path}: line {number} has step {row['step']} after step {last} (steps "
+                    "must increase; a repeated row would be counted twice); remove this run "
+                    "folder to train the run again (or restore the file)"
+                )
+            last = row["step"]
             yield row
 
 
@@ -206,6 +215,9 @@ class MetricsWriter:
         self.rows = 0
         for row in read_metrics(self.path):
             self._account(row)
+        self.resumed_from = self.last_step
+        """Rows up to this step were stored before: a resumed run's replay of them is dropped."""
+        self._stored_rows = self.rows
         repair_metrics(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
@@ -215,9 +227,18 @@ class MetricsWriter:
         self.rows += 1
 
     def append(self, row: Mapping[str, Any]) -> bool:
-        """Append ``row`` unless its step is <= the last stored step; return whether it was written."""
+        """Append ``row``; return whether it was written. Before the first new row, a row whose
+        step is <= the last step stored before this writer opened is a resumed run replaying
+        its rows: dropped. Any other row whose step does not increase raises ValueError (an
+        experiment that yields one step twice would otherwise lose a row silently)."""
         step = row.get("step") if isinstance(row, Mapping) else None
-        if isinstance(step, int) and self.last_step is not None and step <= self.last_step:
+        if (
+            isinstance(step, int)
+            and not isinstance(step, bool)
+            and self.resumed_from is not None
+            and self.rows == self._stored_rows
+            and step <= self.resumed_from
+        ):
             return False
         clean = check_row(row, self.last_step)
         self._file.write(json.dumps(clean, allow_nan=True) + "\n")

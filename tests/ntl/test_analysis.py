@@ -14,6 +14,7 @@ from ntl.experiments.analysis import (
     first_step_reaching,
     format_report,
     load_curves,
+    main,
     paired_difference,
     plot_curves,
 )
@@ -110,3 +111,62 @@ def test_report_and_plot(root: Path, tmp_path: Path) -> None:
     assert "| ntl-was | 100 | 100, 100, 100 |" in text  # seed 3 is unfinished
     png = plot_curves(curves, M, tmp_path / "plot" / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_seed_has_no_confidence_interval(root: Path) -> None:
+    """One seed gave the "CI" [x, x] (zero width, reads as certainty), in the tables and as a
+    paired difference over one common seed; now the ends are NaN and the table says so."""
+    est = bootstrap_ci([0.7])
+    assert est.mean == 0.7 and math.isnan(est.lo) and math.isnan(est.hi) and est.n == 1
+    assert str(est) == "0.7 (no CI: n=1)"
+    curves = load_curves(root, M)
+    one = paired_difference({c: {0: curves[c][0]} for c in curves}, "ce", "ntl-was")
+    assert one.n == 1 and math.isnan(one.lo)
+    text = format_report({c: {0: curves[c][0]} for c in curves}, M, base="ce")
+    assert "| ntl-was | 0.7 (no CI: n=1) |" in text  # the end, and the paired difference:
+    assert "| ntl-was | 0.1 (no CI: n=1) |" in text
+
+
+def test_a_bad_line_inside_a_log_is_an_error_not_skipped(root: Path) -> None:
+    """Every unparsable line was skipped, not only a torn last one, and a repeated step
+    replaced the first value: rows vanished from the analysis without a word."""
+    log = root / "ce" / "seed-1" / "metrics.jsonl"
+    good = log.read_text()
+    log.write_text(good.replace('{"step": 200', 'garbage\n{"step": 200'))
+    with pytest.raises(ValueError, match=r"seed-1/metrics.jsonl: line 3 is not a metric row"):
+        load_curves(root, M)
+    log.write_text(good + json.dumps({"step": 300, M: 0.0}) + "\n")
+    with pytest.raises(ValueError, match="line 5 has step 300 after step 300"):
+        load_curves(root, M)
+
+
+def test_seeds_of_different_configs_in_one_folder_are_refused(root: Path) -> None:
+    """ce's seeds 0-1 run with max_steps=300 and seed 2 with 1000 (``--set`` into one
+    ``--out``) were averaged as one config's seeds; now it is an error naming what differs."""
+    for seed, steps in enumerate([300, 300, 1000]):
+        config = {"seed": seed, "max_steps": steps, "lr": 0.001}
+        (root / "ce" / f"seed-{seed}" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError,
+        match=r"ce holds runs of different configs "
+        r"\(seed-0: max_steps=300; seed-2: max_steps=1000\)",
+    ):
+        load_curves(root, M)
+    (root / "ce" / "seed-2" / "config.json").write_text(
+        json.dumps({"seed": 2, "max_steps": 300, "lr": 0.001})
+    )
+    assert sorted(load_curves(root, M)["ce"]) == [0, 1, 2]
+
+
+def test_cli_names_a_base_or_config_that_has_no_runs(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--base CE`` (a typo) printed the tables without the paired differences, and
+    ``--configs ce,ntl-wass`` silently showed ce alone; both are now usage errors."""
+    for argv in ([str(root), "--base", "CE"], [str(root), "--configs", "ce,ntl-wass"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "configs found: ce, ntl-was" in capsys.readouterr().err
+    main([str(root), "--configs", "ntl-was"])  # no base wanted: no paired differences
+    assert "| ntl-was |" in capsys.readouterr().out

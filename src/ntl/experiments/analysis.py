@@ -57,6 +57,8 @@ class Estimate:
     def __str__(self) -> str:
         if self.n == 0:
             return "—"
+        if self.n < 2:
+            return f"{_g(self.mean)} (no CI: n={self.n})"
         return f"{_g(self.mean)} [{_g(self.lo)}, {_g(self.hi)}] (n={self.n})"
 
 
@@ -67,7 +69,9 @@ def _g(x: float) -> str:
 def load_curves(root: Path, metric: str) -> Curves:
     """``{config: {seed: {step: value}}}`` of ``metric`` from every run folder under ``root``.
 
-    Non-finite values are kept (a run whose metric is nan at a step says so).
+    Non-finite values are kept (a run whose metric is nan at a step says so). A torn last line
+    is skipped; a bad line before it, or a step that does not increase, is a ValueError naming
+    the file and line.
     """
     root = Path(root)
     if not root.is_dir():
@@ -78,18 +82,58 @@ def load_curves(root: Path, metric: str) -> Curves:
         if match is None:
             continue
         curve: dict[int, float] = {}
-        for line in path.read_text().splitlines():
+        lines = path.read_text().splitlines()
+        last: int | None = None
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line of an interrupted run
-                continue
+                step = int(row["step"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                if number == len(lines):  # a torn last line of an interrupted run
+                    continue
+                raise ValueError(
+                    f"{path}: line {number} is not a metric row: {line[:60]!r}"
+                ) from None
+            if last is not None and step <= last:
+                raise ValueError(
+                    f"{path}: line {number} has step {step} after step {last}; a repeated row "
+                    "would replace the first silently"
+                )
+            last = step
             if metric in row:
-                curve[int(row["step"])] = float(row[metric])
+                curve[step] = float(row[metric])
         if curve:
             out.setdefault(path.parent.parent.name, {})[int(match.group(1))] = curve
+    for config in out:
+        _check_one_config(root / config)
     return out
+
+
+def _check_one_config(folder: Path) -> None:
+    """The seeds of one config folder must share one config (their ``config.json`` files, the
+    seed left out): seeds run with different ``--set`` values are not one config's seeds."""
+    seen: dict[str, tuple[str, dict[str, object]]] = {}
+    for path in sorted(folder.glob("*/config.json")):
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e})") from None
+        if isinstance(config, dict):
+            config.pop("seed", None)
+            seen.setdefault(json.dumps(config, sort_keys=True), (path.parent.name, config))
+    if len(seen) > 1:
+        runs = list(seen.values())
+        keys = sorted(
+            {k for _, c in runs for k in c if len({repr(c2.get(k)) for _, c2 in runs}) > 1}
+        )
+        which = "; ".join(
+            f"{name}: " + ", ".join(f"{k}={c.get(k)!r}" for k in keys) for name, c in runs
+        )
+        raise ValueError(
+            f"{folder} holds runs of different configs ({which}); analyse each in its own folder"
+        )
 
 
 def bootstrap_ci(
@@ -102,6 +146,8 @@ def bootstrap_ci(
     """The mean of ``values`` and a 95 % percentile-bootstrap interval of it (resampling seeds).
 
     ``stat`` maps an (n_boot, n) array of resamples to (n_boot,) statistics (default: mean).
+    One value has nothing to resample (its interval would be the value itself, zero width):
+    ``lo`` and ``hi`` are NaN then.
     """
     x = np.asarray(values, dtype=float)
     if x.ndim != 1:
@@ -111,6 +157,8 @@ def bootstrap_ci(
     if len(x) == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     f = stat if stat is not None else (lambda a: a.mean(axis=-1))
+    if len(x) < 2:
+        return Estimate(float(f(x[None, :])[0]), math.nan, math.nan, len(x))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(n_boot, len(x)))
     boots = f(x[idx])
@@ -284,8 +332,15 @@ def main(argv: list[str] | None = None) -> None:
     keep = args.configs.split(",") if args.configs else None
     for i, metric in enumerate(metrics):
         curves = load_curves(args.root, metric)
+        wanted = keep if keep is not None else [args.base]  # --configs without the base:
+        missing = [c for c in wanted if c not in curves]  # no paired differences wanted
+        if missing:
+            parser.error(
+                f"no runs of config {missing[0]!r} with {metric!r} under {args.root}; "
+                f"configs found: {', '.join(sorted(curves)) or 'none'}"
+            )
         if keep is not None:
-            curves = {c: curves[c] for c in keep if c in curves}
+            curves = {c: curves[c] for c in keep}
         higher = "accuracy" in metric or "within" in metric
         print(
             format_report(

@@ -1,0 +1,154 @@
+"""Regression tests for silent wrong answers found in review (issue 16): each failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from repro.aggregate import compute_report, load_runs
+from repro.overrides import apply_overrides
+from repro.report import render
+from repro.stats import iqm_estimate, performance_profile, probability_of_improvement_estimate
+from repro.storage import (
+    CorruptFileError,
+    MetricsWriter,
+    atomic_write_json,
+    read_metrics,
+    run_dir_for,
+)
+
+
+def test_set_splits_a_comma_separated_tuple_value() -> None:
+    """``--set categories=a,b`` made ONE category named "a,b"; it now gives two, and the
+    space-separated form still works; an empty element is an error naming the value."""
+    from ntl.experiments.arith import CONFIGS
+
+    base = next(iter(CONFIGS.values()))
+    cats = ("numbers__place_value", "arithmetic__add_or_sub")
+    assert apply_overrides(base, [f"categories={cats[0]},{cats[1]}"]).categories == cats
+    assert apply_overrides(base, [f"categories={cats[0]}, {cats[1]}"]).categories == cats
+    assert apply_overrides(base, [f"categories={cats[0]} {cats[1]}"]).categories == cats
+    assert apply_overrides(base, [f"categories={cats[0]}"]).categories == cats[:1]
+    splits = apply_overrides(base, ["eval_splits=interpolate,extrapolate"]).eval_splits
+    assert splits == ("interpolate", "extrapolate")
+    optional = apply_overrides(base, ["extrapolate_categories=x,y"]).extrapolate_categories
+    assert optional == ("x", "y")
+    with pytest.raises(ValueError, match=r"categories='a,,b': an empty element"):
+        apply_overrides(base, ["categories=a,,b"])
+
+
+def test_set_comma_list_of_floats_on_nested_tuple_field() -> None:
+    from qa2c.experiments.cartpole import CONFIGS
+
+    cfg = apply_overrides(CONFIGS["HQ2Q"], ["agent.obs_scale=1,1,0.5,0.5"])
+    assert cfg.agent.obs_scale == (1.0, 1.0, 0.5, 0.5)
+
+
+def _write_run(
+    out: Path, exp: str, name: str, seed: int, config: dict[str, Any], acc: float
+) -> None:
+    d = run_dir_for(out, exp, name, seed)
+    atomic_write_json(d / "config.json", {"seed": seed, **config})
+    final = {"step": 10, "eval/heldout/accuracy": acc}
+    (d / "metrics.jsonl").write_text(json.dumps(final) + "\n")
+    atomic_write_json(d / "summary.json", {"status": "finished", "final": final})
+
+
+def test_report_does_not_pool_seeds_run_with_different_overrides(tmp_path: Path) -> None:
+    """Seeds 0-1 run with ``--set max_steps=400`` and seed 2 without, into one ``--out``: each
+    run folder's own config check passes, and the report pooled all three under "ce" as one
+    config (mean 0.4 over 3 seeds). Each variant is now its own row, named by what differs."""
+    for seed, (steps, acc) in enumerate([(400, 0.3), (400, 0.3), (1000, 0.6)]):
+        _write_run(tmp_path, "ntl-arith", "ce", seed, {"max_steps": steps, "lr": 0.1}, acc)
+    _write_run(tmp_path, "ntl-arith", "ntl", 0, {"max_steps": 400, "lr": 0.1}, 0.5)
+    names = {r.config: r.seed for r in load_runs(tmp_path) if r.seed == 2}
+    assert names == {"ce [max_steps=1000]": 2}
+    table = compute_report(tmp_path).experiments[0].evals["heldout"]
+    assert sorted(table) == ["ce [max_steps=1000]", "ce [max_steps=400]", "ntl"]
+    assert table["ce [max_steps=400]"]["accuracy"].n == 2
+    assert table["ce [max_steps=400]"]["accuracy"].mean == pytest.approx(0.3)
+    assert table["ce [max_steps=1000]"]["accuracy"].mean == pytest.approx(0.6)
+    text = render(compute_report(tmp_path), tmp_path / "report")
+    assert "| ce [max_steps=400] | 0,1 |" in text and "| ce [max_steps=1000] | 2 |" in text
+
+
+def test_an_old_shape_config_json_is_not_a_variant(tmp_path: Path) -> None:
+    """A run folder with the flat (older) QA2C config.json and one with the current nested shape
+    are the same config: compared through the experiment's ``upgrade_config``, not split."""
+    import dataclasses
+
+    from qa2c.experiments.cartpole import CONFIGS
+    from repro.registry import config_to_json
+    from tests.repro.test_real_experiments import _FLAT_HA2Q
+
+    cfg = dataclasses.replace(CONFIGS["HA2Q"], total_steps=96, checkpoint_every=32, engine="torch")
+    flat = {k: v for k, v in _FLAT_HA2Q.items() if k != "seed"}
+    _write_run(tmp_path, "qa2c-cartpole", "HA2Q", 0, flat, 0.5)
+    _write_run(tmp_path, "qa2c-cartpole", "HA2Q", 1, config_to_json(cfg), 0.5)
+    assert [r.config for r in load_runs(tmp_path)] == ["HA2Q", "HA2Q"]
+
+
+def test_no_confidence_interval_from_a_single_run(tmp_path: Path) -> None:
+    """One finished seed gave an IQM "CI" [x, x] (zero width, looks like certainty), and so did
+    P(X > Y) and the performance profile band; now the ends are NaN and the report says so."""
+    one = np.array([0.7])
+    three = np.array([0.2, 0.4, 0.9])
+    est = iqm_estimate(one)
+    assert est.value == 0.7 and math.isnan(est.low) and math.isnan(est.high)
+    assert not math.isnan(iqm_estimate(three).low)
+    poi = probability_of_improvement_estimate(one, three)
+    assert poi.value == pytest.approx(2 / 3) and math.isnan(poi.low) and math.isnan(poi.high)
+    _, low, high = performance_profile(one, np.array([0.0, 0.5, 1.0]))
+    assert np.isnan(low).all() and np.isnan(high).all()
+    for seed, acc in enumerate([0.2, 0.4, 0.9]):
+        _write_run(tmp_path, "ntl-arith", "ce", seed, {}, acc)
+    _write_run(tmp_path, "ntl-arith", "ntl", 0, {}, 0.7)
+    for run_dir in tmp_path.glob("ntl-arith/*/seed-*"):  # the declared score key
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["final"]["eval/interpolate/accuracy"] = summary["final"]["eval/heldout/accuracy"]
+        atomic_write_json(run_dir / "summary.json", summary)
+    text = render(compute_report(tmp_path), tmp_path / "report")
+    assert "| ntl | 1 | 0 | 0.7 (no CI: < 2 runs) |" in text
+    assert "| ntl | 0.667 (no CI: < 2 runs) | – |" in text
+
+
+def test_a_step_yielded_twice_is_an_error_not_a_lost_row(tmp_path: Path) -> None:
+    """The writer dropped EVERY row whose step was <= the last one, so an experiment that
+    yielded an eval row at the same step as its train row lost the eval row without a word.
+    Only a resumed run's replay (before its first new row) is dropped now."""
+    path = tmp_path / "metrics.jsonl"
+    with MetricsWriter(path) as w:
+        assert w.append({"step": 1, "loss": 0.5})
+        with pytest.raises(ValueError, match="strictly increase: 1 after 1"):
+            w.append({"step": 1, "eval/accuracy": 0.9})
+        assert w.append({"step": 2, "loss": 0.4})
+    with MetricsWriter(path) as w:  # resumed: the replay of steps 1-2 is dropped
+        assert not w.append({"step": 1, "loss": 0.5})
+        assert not w.append({"step": 2, "loss": 0.4})
+        assert w.append({"step": 3, "loss": 0.3})
+        with pytest.raises(ValueError, match="strictly increase: 2 after 3"):
+            w.append({"step": 2, "loss": 0.4})
+    assert [r["step"] for r in read_metrics(path)] == [1, 2, 3]
+
+
+def test_a_duplicated_row_in_metrics_jsonl_is_corruption_not_counted_twice(tmp_path: Path) -> None:
+    """A metrics.jsonl with a repeated step (a row appended twice) was read as two episodes:
+    the report's curves and episode scores counted it twice. It is now a corrupt run, listed
+    with the line, left out of the numbers."""
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 10, "r": 1.0}, {"step": 20, "r": 2.0}, {"step": 20, "r": 2.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CorruptFileError, match="line 3 has step 20 after step 20"):
+        list(read_metrics(path))
+    with pytest.raises(CorruptFileError, match="line 3"):
+        MetricsWriter(path)
+    _write_run(tmp_path / "runs", "ntl-arith", "ce", 0, {}, 0.5)
+    bad = run_dir_for(tmp_path / "runs", "ntl-arith", "ce", 0) / "metrics.jsonl"
+    bad.write_text(path.read_text())
+    (record,) = load_runs(tmp_path / "runs")
+    assert record.status == "corrupt" and "line 3 has step 20" in record.error
