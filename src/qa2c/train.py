@@ -18,7 +18,6 @@ from it and yields exactly the rows an uninterrupted run yields after that point
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ._atomic import atomic_write
 from .a2c import A2C, A2CConfig, check_finite_weights, check_int
 from .agents import Agent
 
@@ -34,10 +34,7 @@ __all__ = ["load_checkpoint", "save_checkpoint", "train", "train_population"]
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qa2c._atomic import atomic_write
 from qa2c.a2c import A2CConfig
 from qa2c.agents import Agent
 from qa2c.jax_engine.a2c import Carry, Layout, layout, make_optimizer, make_population_step
@@ -268,10 +268,7 @@ def _programs(
 
 def save_state(state: dict[str, np.ndarray], path: Path) -> None:
     """Write a member state to ``path`` (.npz) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **state)  # type: ignore[arg-type]
-    os.replace(tmp, path)
+    atomic_write(Path(path), lambda tmp: np.savez(tmp, **state), suffix=".tmp.npz")  # type: ignore[arg-type]
 
 
 def load_state(path: Path) -> dict[str, np.ndarray]:
