@@ -190,10 +190,14 @@ def protocol_of(experiment: str) -> Protocol:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, sample std with ddof=1 — NaN for one value, n); NaN mean for no values."""
+    """(mean, sample std with ddof=1 — NaN for one value or any ±inf, n); NaN mean for no values
+    (and for +inf together with -inf)."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
         return math.nan, math.nan, 0
+    signs = {math.copysign(1.0, v) for v in vals if math.isinf(v)}
+    if signs:  # statistics raises on ±inf: the mean is ±inf (NaN for both), the spread undefined
+        return (math.nan if len(signs) == 2 else signs.pop() * math.inf), math.nan, len(vals)
     std = statistics.stdev(vals) if len(vals) > 1 else math.nan
     return statistics.fmean(vals), std, len(vals)
 
@@ -224,8 +228,9 @@ def summarize(values: Sequence[float]) -> EvalCell:
     mean, std, n = mean_std(list(vals))
     if n == 0:
         return EvalCell(mean, std, 0, len(floats))
-    median = float(np.median(vals))
-    mad = 1.4826 * float(np.median(np.abs(vals - median)))
+    with np.errstate(invalid="ignore"):  # ±inf values: inf - inf inside the median is NaN
+        median = float(np.median(vals))
+        mad = 1.4826 * float(np.median(np.abs(vals - median)))
     outliers = n >= 3 and not math.isnan(std) and std > OUTLIER_RATIO * mad
     return EvalCell(
         mean, std, n, len(floats) - n, median, float(vals.min()), float(vals.max()), outliers

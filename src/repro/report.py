@@ -62,10 +62,16 @@ def fmt_num(value: float) -> str:
 
 def fmt_cell(cell: EvalCell) -> str:
     """``mean ± std`` (three significant digits; ``mean`` alone for one seed), how many seeds
-    were NaN, and the median and range instead when outliers dominate the spread."""
+    were NaN, and the median and range instead when outliers dominate the spread or a value is
+    ±inf (no mean ± std exists then)."""
     nan = f" ({cell.nan} NaN)" if cell.nan else ""
-    if cell.n == 0 or math.isnan(cell.mean):
+    if cell.n == 0:
         return f"–{nan}"
+    if cell.n > 1 and not (math.isfinite(cell.mean) and math.isfinite(cell.std)):
+        return (
+            f"median {fmt_num(cell.median)}, range {fmt_num(cell.low)} to {fmt_num(cell.high)} "
+            f"(non-finite values){nan}"
+        )
     if cell.outliers:
         return (
             f"median {fmt_num(cell.median)}, outlier-dominated "

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from repro.aggregate import compute_report, load_runs
+from repro.aggregate import compute_report, load_runs, summarize
 from repro.overrides import apply_overrides
-from repro.report import render
+from repro.report import fmt_cell, render
 from repro.stats import iqm_estimate, performance_profile, probability_of_improvement_estimate
 from repro.storage import (
     CorruptFileError,
@@ -152,3 +152,16 @@ def test_a_duplicated_row_in_metrics_jsonl_is_corruption_not_counted_twice(tmp_p
     bad.write_text(path.read_text())
     (record,) = load_runs(tmp_path / "runs")
     assert record.status == "corrupt" and "line 3 has step 20" in record.error
+
+
+def test_infinite_final_values_are_shown_not_crashing_or_blank() -> None:
+    """An inf metric (a diverged loss, a runaway number's error) crashed statistics.stdev in the
+    report, and +inf with -inf printed '–' as if no run had the metric."""
+    inf = math.inf
+    cell = summarize([inf, 1.0, 2.0])
+    assert cell.n == 3 and cell.mean == inf and math.isnan(cell.std)
+    assert fmt_cell(cell) == "median 2, range 1 to inf (non-finite values)"
+    both = fmt_cell(summarize([inf, -inf]))
+    assert "-inf to inf" in both and not both.startswith("–")
+    assert fmt_cell(summarize([inf])) == "inf"
+    assert fmt_cell(summarize([1.0, 2.0])) == "1.5 ± 0.707"
