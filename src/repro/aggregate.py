@@ -35,7 +35,14 @@ from repro.stats import (
     performance_profile,
     probability_of_improvement_estimate,
 )
-from repro.storage import CONFIG_FILE, METRICS_FILE, CorruptFileError, read_metrics, run_state
+from repro.storage import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    CorruptFileError,
+    dotted_json,
+    read_metrics,
+    run_state,
+)
 
 __all__ = [
     "EvalCell",
@@ -135,15 +142,9 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
     return records
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """A JSON config with nested objects as dotted keys, each value as compact JSON text."""
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value, separators=(",", ":"))
-    return out
+def _flat(obj: dict[str, Any]) -> dict[str, str]:
+    """A JSON config as dotted keys, each value as compact JSON text (comparable, printable)."""
+    return {k: json.dumps(v, separators=(",", ":")) for k, v in dotted_json(obj).items()}
 
 
 def _comparable_config(record: RunRecord, protocol: Protocol) -> dict[str, Any]:

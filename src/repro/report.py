@@ -67,16 +67,12 @@ def fmt_cell(cell: EvalCell) -> str:
     nan = f" ({cell.nan} NaN)" if cell.nan else ""
     if cell.n == 0:
         return f"–{nan}"
+    median = f"median {fmt_num(cell.median)}"
+    span = f"range {fmt_num(cell.low)} to {fmt_num(cell.high)}"
     if cell.n > 1 and not (math.isfinite(cell.mean) and math.isfinite(cell.std)):
-        return (
-            f"median {fmt_num(cell.median)}, range {fmt_num(cell.low)} to {fmt_num(cell.high)} "
-            f"(non-finite values){nan}"
-        )
+        return f"{median}, {span} (non-finite values){nan}"
     if cell.outliers:
-        return (
-            f"median {fmt_num(cell.median)}, outlier-dominated "
-            f"(range {fmt_num(cell.low)} to {fmt_num(cell.high)}){nan}"
-        )
+        return f"{median}, outlier-dominated ({span}){nan}"
     if math.isnan(cell.std):
         return f"{fmt_num(cell.mean)}{nan}"
     return f"{fmt_num(cell.mean)} ± {fmt_num(cell.std)}{nan}"

@@ -45,6 +45,7 @@ from repro.storage import (
     CorruptFileError,
     MetricsWriter,
     atomic_write_json,
+    dotted_json,
     has_results,
     json_equal,
     read_json,
@@ -117,17 +118,6 @@ class _Scalars(typing.Protocol):
     def close(self) -> None: ...
 
 
-def _dotted_json(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A JSON config with nested objects flattened to dotted keys (``{"a2c.n_envs": 16}``)."""
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_dotted_json(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_config(
     run_dir: Path, config_json: Mapping[str, Any], protocol: Protocol | None = None
 ) -> bool:
@@ -149,7 +139,7 @@ def check_config(
     if protocol is not None and protocol.upgrade_config is not None:
         stored = protocol.upgrade_config(stored)
     if not json_equal(stored, dict(config_json)):
-        old, new = _dotted_json(stored), _dotted_json(config_json)
+        old, new = dotted_json(stored), dotted_json(config_json)
         diff = sorted(k for k in set(old) | set(new) if not json_equal(old.get(k), new.get(k)))
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise ConfigMismatchError(

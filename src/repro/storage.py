@@ -61,6 +61,17 @@ def _umask() -> int:
     return mask
 
 
+def dotted_json(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A JSON config with nested objects flattened to dotted keys (``{"a2c.n_envs": 16}``)."""
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        if isinstance(v, Mapping) and v:
+            out.update(dotted_json(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
