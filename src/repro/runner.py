@@ -20,13 +20,13 @@ import io
 import os
 import time
 import traceback
-import typing
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from repro.events import open_event_writer
 from repro.locks import RunLock, RunLockedError
 from repro.registry import (
     ExperimentSpec,
@@ -113,11 +113,6 @@ class RunResult:
     error: str = ""
 
 
-class _Scalars(typing.Protocol):
-    def add_scalar(self, tag: str, value: float, step: int) -> None: ...
-    def close(self) -> None: ...
-
-
 def check_config(
     run_dir: Path, config_json: Mapping[str, Any], protocol: Protocol | None = None
 ) -> bool:
@@ -169,15 +164,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _open_tensorboard(run_dir: Path) -> _Scalars | None:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    writer: _Scalars = SummaryWriter(log_dir=str(run_dir))
-    return writer
-
-
 class _Member:
     """The open files of one run while it executes."""
 
@@ -206,7 +192,7 @@ class _Member:
             atomic_write_json(run_dir / CONFIG_FILE, config_json)
         (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a failed run being retried
         self.resumed_from = self.metrics.last_step
-        self.tb = _open_tensorboard(run_dir) if tensorboard else None
+        self.tb = open_event_writer(run_dir) if tensorboard else None
         self.start = time.perf_counter()
         self.started_at = _now()
 
@@ -221,10 +207,8 @@ class _Member:
         if not self.metrics.append(row):
             return False
         if self.tb is not None:
-            step = int(row["step"])
-            for key, value in row.items():
-                if key != "step" and isinstance(value, int | float):
-                    self.tb.add_scalar(key, float(value), step)
+            values = {k: v for k, v in row.items() if k != "step" and isinstance(v, int | float)}
+            self.tb.add_row(int(row["step"]), values)
         return True
 
     def finish(self, error: BaseException | None) -> RunResult:
