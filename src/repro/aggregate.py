@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import statistics
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,7 @@ __all__ = [
     "score_curve",
     "score_section",
     "seed_curves_on_grid",
+    "seed_of",
     "solve_steps",
     "summarize",
 ]
@@ -111,11 +114,24 @@ class RunRecord:
         return self._series
 
 
+RUN_DIR_NAME = re.compile(r"seed-(0|[1-9][0-9]*)")
+"""The name the runner gives a run folder (``seed-{seed}``, seeds >= 0); nothing else is a run."""
+
+
+def seed_of(run_dir: Path) -> int | None:
+    """The seed of a run folder named exactly as the runner names it; None for any other name
+    (``seed-01``, ``seed-+1``, ``seed-1_0`` would otherwise read as seeds 1, 1 and 10)."""
+    match = RUN_DIR_NAME.fullmatch(run_dir.name)
+    return None if match is None else int(match.group(1))
+
+
 def load_runs(runs_dir: Path) -> list[RunRecord]:
     """Every run folder ``runs_dir/experiment/config/seed-N`` that has a ``config.json``.
 
     A run whose files cannot be read (a corrupt ``config.json``, ``summary.json`` or a bad line
     inside ``metrics.jsonl``) gets status ``corrupt`` and the reason; it is listed, not used.
+    A folder ``seed-...`` not named as the runner names it (``seed-01``: a copy of seed 1?) is
+    skipped with a warning naming it, so that no seed is counted twice.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -123,9 +139,13 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
     records = []
     for cfg_path in sorted(runs_dir.glob(f"*/*/seed-*/{CONFIG_FILE}")):
         run_dir = cfg_path.parent
-        try:
-            seed = int(run_dir.name.removeprefix("seed-"))
-        except ValueError:
+        seed = seed_of(run_dir)
+        if seed is None:
+            warnings.warn(
+                f"{run_dir} is not a run folder name the runner writes (seed-<N>, N >= 0 without "
+                "leading zeros); skipped: rename it seed-<N> if it is a run of its own",
+                stacklevel=2,
+            )
             continue
         exp, config = run_dir.parent.parent.name, run_dir.parent.name
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,22 @@ from ntl.experiments.analysis import (
 )
 
 M = "eval/heldout/accuracy"
+TOY_M = "eval/train/mae"
+"""A metric of the toy experiment (tests/repro/toy_experiments.py), logged at every step."""
+
+
+def _toy_runs(out: Path, seeds: str, *sets: str, config: str = "small") -> Path:
+    """Real run folders, written by repro's runner for its toy experiment; -> ROOT = out/toy."""
+    from repro.cli import main as repro_main
+    from tests.repro.toy_experiments import register
+
+    register()
+    argv = ["run", "toy", "--config", config, "--seeds", seeds, "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    flags = ["--workers", "1", "--threads", "1", "--no-progress", "--no-tensorboard"]
+    assert repro_main([*argv, *flags]) in (0, 1)  # 1: a run failed on purpose (fail_at_step)
+    return out / "toy"
 
 
 def _write(root: Path, config: str, seed: int, rows: list[dict[str, float]]) -> None:
@@ -170,3 +187,17 @@ def test_cli_names_a_base_or_config_that_has_no_runs(
         assert "configs found: ce, ntl-was" in capsys.readouterr().err
     main([str(root), "--configs", "ntl-was"])  # no base wanted: no paired differences
     assert "| ntl-was |" in capsys.readouterr().out
+
+
+def test_a_seed_folder_not_named_as_the_runner_names_it_is_an_error(tmp_path: Path) -> None:
+    """``seed-01`` (an old copy of seed-1) was read as seed 1 too, and replaced seed-1's curve
+    without a word (the last folder read won); ``1`` next to ``seed-1`` did the same."""
+    root = _toy_runs(tmp_path, "0-1", "total_steps=4")
+    assert sorted(load_curves(root, TOY_M)["small"]) == [0, 1]
+    copy = root / "small" / "seed-01"
+    shutil.copytree(root / "small" / "seed-1", copy)
+    with pytest.raises(ValueError, match=r"small/seed-01: not a run folder name the runner"):
+        load_curves(root, TOY_M)
+    copy.rename(root / "small" / "1")
+    with pytest.raises(ValueError, match=r"small/1 and .*small/seed-1 are both seed 1 of small"):
+        load_curves(root, TOY_M)

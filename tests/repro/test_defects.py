@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from repro.aggregate import compute_report, load_runs, summarize
+from repro.cli import main
 from repro.overrides import apply_overrides
 from repro.report import fmt_cell, render
 from repro.stats import iqm_estimate, performance_profile, probability_of_improvement_estimate
@@ -165,3 +167,37 @@ def test_infinite_final_values_are_shown_not_crashing_or_blank() -> None:
     assert "-inf to inf" in both and not both.startswith("–")
     assert fmt_cell(summarize([inf])) == "inf"
     assert fmt_cell(summarize([1.0, 2.0])) == "1.5 ± 0.707"
+
+
+TOY = ["--workers", "1", "--threads", "1", "--no-progress", "--no-tensorboard"]
+
+
+def _toy_runs(out: Path, seeds: str, *sets: str, config: str = "small") -> None:
+    """Real runs of the toy experiment (tests/repro/toy_experiments.py) by the runner."""
+    argv = ["run", "toy", "--config", config, "--seeds", seeds, "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    assert main([*argv, *TOY]) in (0, 1)  # 1: a run failed on purpose (fail_at_step)
+
+
+def test_a_seed_folder_not_named_as_the_runner_names_it_is_not_a_second_seed(
+    tmp_path: Path,
+) -> None:
+    """``seed-01`` (a copy of seed-1) parsed as seed 1 as well: seed 1 was counted twice in
+    every table. Only ``seed-<N>`` as the runner writes it is a run; others are skipped, named."""
+    _toy_runs(tmp_path, "0-1", "total_steps=6")
+    small = tmp_path / "toy" / "small"
+    shutil.copytree(small / "seed-1", small / "seed-01")
+    shutil.copytree(small / "seed-1", small / "seed-+1")
+    with pytest.warns(UserWarning) as caught:
+        runs = load_runs(tmp_path)
+    named = sorted(str(w.message).split("/")[-1].split(" ")[0] for w in caught)
+    assert named == ["seed-+1", "seed-01"]
+    assert "is not a run folder name the runner writes" in str(caught[0].message)
+    assert [(r.config, r.seed, r.run_dir.name) for r in runs] == [
+        ("small", 0, "seed-0"),
+        ("small", 1, "seed-1"),
+    ]
+    with pytest.warns(UserWarning):
+        table = compute_report(tmp_path).experiments[0].evals["train"]
+    assert table["small"]["mae"].n == 2

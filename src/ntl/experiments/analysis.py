@@ -42,7 +42,25 @@ __all__ = [
 
 Curves = dict[str, dict[int, dict[int, float]]]  # {config: {seed: {step: value}}}
 
-_SEED_DIR = re.compile(r"(?:seed-)?(\d+)")
+_SEED_DIR = re.compile(r"(?:seed-)?(0|[1-9][0-9]*)")
+"""A run folder's name: ``seed-N`` as the runner writes it (or plain ``N``), N >= 0."""
+_SEED_LIKE = re.compile(r"(?:seed-?)?[-+ _0-9]+")
+"""Names that look like a seed's folder; one that is not exactly ``_SEED_DIR`` is an error."""
+
+
+def _seed_of(run_dir: Path) -> int | None:
+    """The seed of ``run_dir``; None for a folder that is not a run's. A name that looks like
+    a seed but is not written as the runner writes it (``seed-01``: a copy of seed-1?) is a
+    ValueError naming the folder, rather than read as seed 1 a second time."""
+    match = _SEED_DIR.fullmatch(run_dir.name)
+    if match is not None:
+        return int(match.group(1))
+    if _SEED_LIKE.fullmatch(run_dir.name):
+        raise ValueError(
+            f"{run_dir}: not a run folder name the runner writes (seed-<N>, no leading zeros); "
+            "rename it, or move it out of the runs folder"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -77,10 +95,17 @@ def load_curves(root: Path, metric: str) -> Curves:
     if not root.is_dir():
         raise FileNotFoundError(f"no run folders: {root} is not a directory")
     out: Curves = {}
+    folders: dict[tuple[str, int], Path] = {}
     for path in sorted(root.glob("*/*/metrics.jsonl")):
-        match = _SEED_DIR.fullmatch(path.parent.name)
-        if match is None:
+        seed = _seed_of(path.parent)
+        if seed is None:
             continue
+        config = path.parent.parent.name
+        other = folders.setdefault((config, seed), path.parent)
+        if other != path.parent:
+            raise ValueError(
+                f"{other} and {path.parent} are both seed {seed} of {config}; keep one of them"
+            )
         curve: dict[int, float] = {}
         lines = path.read_text().splitlines()
         last: int | None = None
@@ -105,7 +130,7 @@ def load_curves(root: Path, metric: str) -> Curves:
             if metric in row:
                 curve[step] = float(row[metric])
         if curve:
-            out.setdefault(path.parent.parent.name, {})[int(match.group(1))] = curve
+            out.setdefault(config, {})[seed] = curve
     for config in out:
         _check_one_config(root / config)
     return out
