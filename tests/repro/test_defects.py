@@ -23,6 +23,7 @@ from repro.storage import (
     read_metrics,
     run_dir_for,
 )
+from repro.sweep import default_threads, plan_sweep, run_sweep
 
 
 def test_set_splits_a_comma_separated_tuple_value() -> None:
@@ -169,15 +170,17 @@ def test_infinite_final_values_are_shown_not_crashing_or_blank() -> None:
     assert fmt_cell(summarize([1.0, 2.0])) == "1.5 ± 0.707"
 
 
-TOY = ["--workers", "1", "--threads", "1", "--no-progress", "--no-tensorboard"]
+TOY = ("--workers", "1", "--threads", "1", "--no-progress", "--no-tensorboard")
 
 
-def _toy_runs(out: Path, seeds: str, *sets: str, config: str = "small") -> None:
+def _toy_runs(
+    out: Path, seeds: str, *sets: str, config: str = "small", flags: tuple[str, ...] = TOY
+) -> None:
     """Real runs of the toy experiment (tests/repro/toy_experiments.py) by the runner."""
     argv = ["run", "toy", "--config", config, "--seeds", seeds, "--out", str(out)]
     for s in sets:
         argv += ["--set", s]
-    assert main([*argv, *TOY]) in (0, 1)  # 1: a run failed on purpose (fail_at_step)
+    assert main([*argv, *flags]) in (0, 1)  # 1: a run failed on purpose (fail_at_step)
 
 
 def test_a_seed_folder_not_named_as_the_runner_names_it_is_not_a_second_seed(
@@ -201,3 +204,28 @@ def test_a_seed_folder_not_named_as_the_runner_names_it_is_not_a_second_seed(
     with pytest.warns(UserWarning):
         table = compute_report(tmp_path).experiments[0].evals["train"]
     assert table["small"]["mae"].n == 2
+
+
+def test_plan_sweep_and_repro_run_default_to_the_same_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plan_sweep`` defaulted to 1 torch thread per run, ``repro run`` to cores // workers:
+    the same sweep ran with other thread counts (and float results) from Python than from the
+    CLI. One default now, chosen by run_sweep from its workers."""
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the runner sets it in-process
+    before = torch.get_num_threads()
+    try:
+        no_threads = ("--workers", "1", "--no-progress", "--no-tensorboard")
+        _toy_runs(tmp_path / "cli", "0", "total_steps=2", "log_threads=true", flags=no_threads)
+        plan = plan_sweep("toy", ["small"], ["total_steps=2", "log_threads=true"], [0], tmp_path)
+        run_sweep(plan, workers=1, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    logs = [
+        run_dir_for(out, "toy", "small", 0) / "metrics.jsonl"
+        for out in (tmp_path / "cli", tmp_path)
+    ]
+    threads = [[r["params/threads"] for r in read_metrics(log)] for log in logs]
+    assert threads[0] == threads[1] == [default_threads(1)] * 2
