@@ -17,6 +17,7 @@ import math
 import re
 import statistics
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "RunRecord",
     "ScoreRow",
     "ScoreSection",
+    "bootstrap_seed",
     "compute_report",
     "eval_tables",
     "load_runs",
@@ -452,6 +454,13 @@ class ScoreSection:
 PROFILE_POINTS = 101
 
 
+def bootstrap_seed(*names: str) -> int:
+    """A fixed bootstrap seed of its own for each config (and each pair of configs): configs of
+    the same size resampled with one seed would share their resample indices, so their CIs
+    would err together rather than independently. Deterministic (``hash`` is salted per run)."""
+    return zlib.crc32("\0".join(names).encode())
+
+
 def score_section(
     experiment: str, records: Sequence[RunRecord], reps: int = DEFAULT_REPS
 ) -> ScoreSection | None:
@@ -471,7 +480,8 @@ def score_section(
     for config, values in sorted(by_config.items()):
         arr = np.array(values)
         ok = arr[~np.isnan(arr)]
-        estimate = iqm_estimate(ok, reps=reps) if len(ok) else None
+        seed = bootstrap_seed(experiment, config)
+        estimate = iqm_estimate(ok, reps=reps, seed=seed) if len(ok) else None
         rows.append(ScoreRow(config, ok, int(np.isnan(arr).sum()), summarize(values), estimate))
     every = np.concatenate([row.scores for row in rows])
     lo = float(every.min()) if every.size else 0.0
@@ -482,12 +492,16 @@ def score_section(
         hi = max(hi, protocol.max_score)
     taus = np.linspace(lo, hi, PROFILE_POINTS) if hi > lo else np.array([lo])
     profiles = {
-        row.config: performance_profile(row.scores, taus, reps=reps)
+        row.config: performance_profile(
+            row.scores, taus, reps=reps, seed=bootstrap_seed(experiment, row.config)
+        )
         for row in rows
         if len(row.scores)
     }
     improvement = {
-        (x.config, y.config): probability_of_improvement_estimate(x.scores, y.scores, reps=reps)
+        (x.config, y.config): probability_of_improvement_estimate(
+            x.scores, y.scores, reps=reps, seed=bootstrap_seed(experiment, x.config, y.config)
+        )
         for x in rows
         for y in rows
         if x.config != y.config and len(x.scores) and len(y.scores)

@@ -229,3 +229,45 @@ def test_plan_sweep_and_repro_run_default_to_the_same_threads(
     ]
     threads = [[r["params/threads"] for r in read_metrics(log)] for log in logs]
     assert threads[0] == threads[1] == [default_threads(1)] * 2
+
+
+def _log_run(
+    out: Path,
+    exp: str,
+    name: str,
+    seed: int,
+    rows: list[dict[str, Any]],
+    status: str = "finished",
+    config: dict[str, Any] | None = None,
+) -> None:
+    """A run folder as the runner leaves it: rows through MetricsWriter, and a summary.json
+    whose ``final`` and ``last_step`` are the writer's."""
+    d = run_dir_for(out, exp, name, seed)
+    atomic_write_json(d / "config.json", {"seed": seed, **(config or {})})
+    with MetricsWriter(d / "metrics.jsonl") as w:
+        for row in rows:
+            w.append(row)
+    summary = {"status": status, "last_step": w.last_step, "rows": len(rows), "final": w.final}
+    atomic_write_json(d / "summary.json", summary)
+
+
+def test_iqm_cis_of_equal_size_configs_come_from_independent_resamples(tmp_path: Path) -> None:
+    """Every config's IQM CI (and profile band) was bootstrapped with seed 0: configs with as
+    many runs shared their resample indices, so their intervals erred together (here one
+    config's scores are 0.5 x the other's + 0.1 and its CI was exactly 0.5 x the other's CI +
+    0.1). Each config now has its own fixed seed; the report stays deterministic."""
+    score = "eval/interpolate/accuracy"  # ntl-arith's declared score, one value per run
+    ce = [0.1, 0.25, 0.3, 0.55, 0.6, 0.9]
+    for seed, a in enumerate(ce):
+        _log_run(tmp_path, "ntl-arith", "ce", seed, [{"step": 10, score: a}])
+        _log_run(tmp_path, "ntl-arith", "ntl", seed, [{"step": 10, score: 0.5 * a + 0.1}])
+    section = compute_report(tmp_path).experiments[0].scores
+    assert section is not None
+    rows = {row.config: row.iqm for row in section.rows}
+    a, b = rows["ce"], rows["ntl"]
+    assert a is not None and b is not None
+    assert b.value == pytest.approx(0.5 * a.value + 0.1)  # the point estimates are affine
+    shared = (b.low, b.high) == pytest.approx((0.5 * a.low + 0.1, 0.5 * a.high + 0.1))
+    assert not shared, "the two configs' CIs come from the same resamples"
+    again = compute_report(tmp_path).experiments[0].scores
+    assert again is not None and [r.iqm for r in again.rows] == [a, b]
