@@ -111,10 +111,11 @@ def test_no_confidence_interval_from_a_single_run(tmp_path: Path) -> None:
     for seed, acc in enumerate([0.2, 0.4, 0.9]):
         _write_run(tmp_path, "ntl-arith", "ce", seed, {}, acc)
     _write_run(tmp_path, "ntl-arith", "ntl", 0, {}, 0.7)
-    for run_dir in tmp_path.glob("ntl-arith/*/seed-*"):  # the declared score key
+    for run_dir in tmp_path.glob("ntl-arith/*/seed-*"):  # the declared score key, logged
         summary = json.loads((run_dir / "summary.json").read_text())
         summary["final"]["eval/interpolate/accuracy"] = summary["final"]["eval/heldout/accuracy"]
         atomic_write_json(run_dir / "summary.json", summary)
+        (run_dir / "metrics.jsonl").write_text(json.dumps(summary["final"]) + "\n")
     text = render(compute_report(tmp_path), tmp_path / "report")
     assert "| ntl | 1 | 0 | 0.7 (no CI: < 2 runs) |" in text
     assert "| ntl | 0.667 (no CI: < 2 runs) | – |" in text
@@ -271,3 +272,29 @@ def test_iqm_cis_of_equal_size_configs_come_from_independent_resamples(tmp_path:
     assert not shared, "the two configs' CIs come from the same resamples"
     again = compute_report(tmp_path).experiments[0].scores
     assert again is not None and [r.iqm for r in again.rows] == [a, b]
+
+
+def test_final_values_from_different_steps_are_not_pooled_silently(tmp_path: Path) -> None:
+    """The report's final value of a metric was its last logged value, whatever the step: seed
+    2, whose last row lacks the evaluation, was pooled at step 100 with seeds 0-1 at step 200,
+    in the evaluation tables and the score statistics, with nothing said. A run's final value
+    is its value at its last step that has the metric; where the seeds' steps differ the cell
+    is marked and a note names the steps and their seeds."""
+    acc, mae, score = "eval/heldout/accuracy", "eval/heldout/mae", "eval/interpolate/accuracy"
+    for seed, (a, e) in enumerate([(0.5, 3.0), (0.6, 2.0)]):
+        rows = [{"step": 100, acc: 0.0, mae: 9.0}, {"step": 200, acc: a, mae: e, score: a}]
+        _log_run(tmp_path, "ntl-arith", "ce", seed, rows)
+    late = [{"step": 100, acc: 0.1, mae: 4.0, score: 0.1}, {"step": 200, "losses/train": 1.0}]
+    _log_run(tmp_path, "ntl-arith", "ce", 2, late)
+    for seed in (0, 1):  # the same step on every seed: no mark
+        _log_run(tmp_path, "ntl-arith", "ntl", seed, [{"step": 200, acc: 0.6, score: 0.6}])
+    data = compute_report(tmp_path)
+    text = render(data, tmp_path / "report")
+    assert "| ce | 3 | 0.4 ± 0.265 † | 3 ± 1 † |" in text
+    steps = "final values from different steps: step 100 (seed 2); step 200 (seeds 0, 1)"
+    assert f"- † ce, accuracy: {steps}" in text and f"- † ce, mae: {steps}" in text
+    assert "| ce † | 3 | 0 |" in text and f"- † ce: {steps}" in text  # the score statistics
+    assert "| ntl | 2 | 0.6 ± 0 | – |" in text and "| ntl | 2 | 0 |" in text
+    assert text.count("†") == 8  # and the interpolate table's accuracy
+    cell = data.experiments[0].evals["heldout"]["ce"]["accuracy"]
+    assert cell.ends == ((0, 200.0), (1, 200.0), (2, 100.0)) and cell.steps == [100.0, 200.0]
