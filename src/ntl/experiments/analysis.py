@@ -9,6 +9,9 @@ with ``ROOT = OUT/ntl-arith``; ``ROOT/<config>/<N>/`` works too) and answers, pe
 - the first evaluated step at which the seed-mean curve (and each seed) reaches a threshold;
 - a plot of the seed-mean curves with 95 % bootstrap bands.
 
+Runs that did not finish (their ``summary.json``, which repro's runner writes when a run ends,
+says ``failed``, or there is none yet: still running or killed) are left out, and named.
+
     python -m ntl.experiments.analysis runs/ntl/ntl-arith --base ce \\
         --metric eval/heldout/accuracy --budgets 500,1000 --plot docs/ntl_arith_curves.png
 
@@ -37,7 +40,9 @@ __all__ = [
     "load_curves",
     "paired_difference",
     "plot_curves",
+    "unfinished_runs",
     "value_at",
+    "without",
 ]
 
 Curves = dict[str, dict[int, dict[int, float]]]  # {config: {seed: {step: value}}}
@@ -161,6 +166,41 @@ def _check_one_config(folder: Path) -> None:
         )
 
 
+def unfinished_runs(root: Path) -> dict[str, dict[int, str]]:
+    """``{config: {seed: why}}`` of the run folders under ``root`` that did not finish: their
+    ``summary.json`` (repro's runner writes it when a run ends) says ``failed``, or there is
+    none yet (the run is still going, or was killed), or it cannot be read."""
+    out: dict[str, dict[int, str]] = {}
+    for run_dir in sorted(p.parent for p in Path(root).glob("*/*/metrics.jsonl")):
+        seed = _seed_of(run_dir)
+        if seed is None:
+            continue
+        path = run_dir / "summary.json"
+        if not path.exists():
+            why = "no summary.json: still running, or killed"
+        else:
+            try:
+                summary = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                summary = None
+            status = summary.get("status") if isinstance(summary, dict) else None
+            if status == "finished":
+                continue
+            why = f"status {status}" if isinstance(status, str) else "unreadable summary.json"
+        out.setdefault(run_dir.parent.name, {})[seed] = why
+    return out
+
+
+def without(curves: Curves, runs: Mapping[str, Mapping[int, object]]) -> Curves:
+    """``curves`` less the ``{config: {seed: ...}}`` runs (configs left with no seed go too)."""
+    out: Curves = {}
+    for config, per_seed in curves.items():
+        kept = {s: c for s, c in per_seed.items() if s not in runs.get(config, {})}
+        if kept:
+            out[config] = kept
+    return out
+
+
 def bootstrap_ci(
     values: Sequence[float],
     *,
@@ -250,6 +290,21 @@ def finished_runs(curves: Curves) -> Curves:
     return out
 
 
+def _end_note(curves: Curves) -> str:
+    """Which step "end" is, and which runs stop before it (left out at the end)."""
+    end = final_step(curves)
+    if end is None:
+        return "end: no run has this metric"
+    short = [
+        f"{config} seed {seed} (step {max(c)})"
+        for config, per_seed in sorted(curves.items())
+        for seed, c in sorted(per_seed.items())
+        if max(c) != end
+    ]
+    stop = f"; runs that stop earlier are left out there: {', '.join(short)}" if short else ""
+    return f"end = step {end}, the last step any run reached{stop}."
+
+
 def _mean_curve(per_seed: Mapping[int, Mapping[int, float]]) -> dict[int, list[float]]:
     """Steps every seed has -> the seeds' values."""
     if not per_seed:
@@ -271,7 +326,7 @@ def format_report(
     and at each budget; the first step the seed-mean curve reaches ``threshold``."""
     configs = sorted(curves, key=lambda c: (c != base, c))
     cols = ["end", *[f"step {b}" for b in budgets]]
-    lines = [f"**{metric}** — mean over seeds [95 % bootstrap CI]", ""]
+    lines = [f"**{metric}** — mean over seeds [95 % bootstrap CI]", "", _end_note(curves), ""]
     lines.append("| config | " + " | ".join(cols) + " |")
     lines.append("|---" * (len(cols) + 1) + "|")
     for c in configs:
@@ -355,13 +410,21 @@ def main(argv: list[str] | None = None) -> None:
     metrics = args.metric or ["eval/heldout/accuracy"]
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     keep = args.configs.split(",") if args.configs else None
+    unfinished = unfinished_runs(args.root)
+    if unfinished:
+        names = [
+            f"{config} seed {seed} ({why})"
+            for config, per_seed in sorted(unfinished.items())
+            for seed, why in sorted(per_seed.items())
+        ]
+        print(f"Left out, not finished (summary.json): {'; '.join(names)}.\n")
     for i, metric in enumerate(metrics):
-        curves = load_curves(args.root, metric)
+        curves = without(load_curves(args.root, metric), unfinished)
         wanted = keep if keep is not None else [args.base]  # --configs without the base:
         missing = [c for c in wanted if c not in curves]  # no paired differences wanted
         if missing:
             parser.error(
-                f"no runs of config {missing[0]!r} with {metric!r} under {args.root}; "
+                f"no finished runs of config {missing[0]!r} with {metric!r} under {args.root}; "
                 f"configs found: {', '.join(sorted(curves)) or 'none'}"
             )
         if keep is not None:
