@@ -298,3 +298,28 @@ def test_final_values_from_different_steps_are_not_pooled_silently(tmp_path: Pat
     assert text.count("†") == 8  # and the interpolate table's accuracy
     cell = data.experiments[0].evals["heldout"]["ce"]["accuracy"]
     assert cell.ends == ((0, 200.0), (1, 200.0), (2, 100.0)) and cell.steps == [100.0, 200.0]
+
+
+def test_the_fair_analysis_does_not_read_seed_01_as_seed_1(tmp_path: Path) -> None:
+    """benchmarks/qa2c_fair/analyze.py parsed ``seed-01`` as seed 1 (and ``seed-1_0`` as 10),
+    so a stray copy stood in for a missing seed; such folders are now skipped, named."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "qa2c_fair" / "analyze.py"
+    spec = importlib.util.spec_from_file_location("qa2c_fair_analyze", path)
+    assert spec is not None and spec.loader is not None
+    analyze = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(analyze)
+    rows = [{"step": 10, "charts/episodic_return": 9.0}]
+    for seed in (0, 1):
+        _log_run(tmp_path, "qa2c-fair", "cartpole-A2C", seed, rows)
+    base = tmp_path / "qa2c-fair" / "cartpole-A2C"
+    (base / "seed-1").rename(base / "seed-01")
+    shutil.copytree(base / "seed-0", base / "seed-1_0")
+    with pytest.warns(UserWarning) as caught:
+        runs = analyze.config_runs(tmp_path, "cartpole-A2C")
+    assert runs == {0: base / "seed-0"}
+    assert sorted(str(w.message).split("/")[-1].split(":")[0] for w in caught) == [
+        "seed-01",
+        "seed-1_0",
+    ]
