@@ -233,6 +233,9 @@ def test_unfinished_seeds_are_left_out_and_named(
     out = capsys.readouterr().out
     assert "small seed 1 (no summary.json: still running, or killed)." in out
     assert "(no CI: n=1) |" in out
+    main([str(root), "--metric", TOY_M, "--configs", "small"])  # names only configs asked for
+    out = capsys.readouterr().out
+    assert "small seed 1 (no summary.json" in out and "fast-lr" not in out
     with pytest.raises(SystemExit):  # only unfinished runs of the config asked for
         main([str(root), "--metric", TOY_M, "--configs", "fast-lr"])
     assert "no finished runs of config 'fast-lr'" in capsys.readouterr().err

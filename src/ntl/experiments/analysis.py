@@ -411,12 +411,13 @@ def main(argv: list[str] | None = None) -> None:
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     keep = args.configs.split(",") if args.configs else None
     unfinished = unfinished_runs(args.root)
-    if unfinished:
-        names = [
-            f"{config} seed {seed} ({why})"
-            for config, per_seed in sorted(unfinished.items())
-            for seed, why in sorted(per_seed.items())
-        ]
+    names = [
+        f"{config} seed {seed} ({why})"
+        for config, per_seed in sorted(unfinished.items())
+        for seed, why in sorted(per_seed.items())
+        if keep is None or config in keep
+    ]
+    if names:
         print(f"Left out, not finished (summary.json): {'; '.join(names)}.\n")
     for i, metric in enumerate(metrics):
         curves = without(load_curves(args.root, metric), unfinished)
