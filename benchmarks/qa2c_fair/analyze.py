@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from qa2c.experiments.cartpole import curve_stats
 from qa2c.experiments.fair import TASKS, FairConfig, evaluate_noisy, fair_params
+from repro.aggregate import seed_of
 
 ENVS = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1"}
 AGENTS = ("Q2Q", "A2C")
@@ -55,9 +57,15 @@ def config_runs(root: Path, config: str) -> dict[int, Path]:
     base = root / "qa2c-fair" / config
     out = {}
     for d in sorted(base.glob("seed-*")):
+        seed = seed_of(d)  # seed-01 is not a second seed 1
+        if seed is None:
+            warnings.warn(
+                f"{d}: not a run folder name the runner writes (seed-N); skipped", stacklevel=2
+            )
+            continue
         summary = d / "summary.json"  # finished runs only
         if summary.exists() and json.loads(summary.read_text()).get("status") == "finished":
-            out[int(d.name.split("-")[1])] = d
+            out[seed] = d
     return out
 
 

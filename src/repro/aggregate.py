@@ -12,9 +12,13 @@ step where the mean of the last ``solve_window`` episodes first reaches ``solve_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import re
 import statistics
+import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +56,7 @@ __all__ = [
     "RunRecord",
     "ScoreRow",
     "ScoreSection",
+    "bootstrap_seed",
     "compute_report",
     "eval_tables",
     "load_runs",
@@ -60,9 +65,11 @@ __all__ = [
     "rl_table",
     "rolling_mean",
     "run_score",
+    "run_score_at",
     "score_curve",
     "score_section",
     "seed_curves_on_grid",
+    "seed_of",
     "solve_steps",
     "summarize",
 ]
@@ -90,7 +97,19 @@ class RunRecord:
 
     @property
     def final(self) -> dict[str, Any]:
+        """``summary.json``'s ``final``: the last value logged of each key, whatever its step."""
         return dict(self.summary.get("final", {}))
+
+    def final_at(self, key: str) -> tuple[float, float] | None:
+        """(step, value) of ``key`` at the last step of this run that logged it as a number;
+        None when no step did. The step says where the value comes from: the report pools a
+        metric's final values over seeds and must not pool different steps silently."""
+        steps, values = self.series().get(key, (np.zeros(0), np.zeros(0)))
+        return (float(steps[-1]), float(values[-1])) if len(steps) else None
+
+    def final_values(self) -> dict[str, tuple[float, float]]:
+        """:meth:`final_at` of every numeric key."""
+        return {k: (float(x[-1]), float(y[-1])) for k, (x, y) in self.series().items() if len(x)}
 
     def series(self) -> dict[str, Series]:
         """Every numeric metric as (steps, values) arrays, in one streaming pass over the log."""
@@ -111,11 +130,24 @@ class RunRecord:
         return self._series
 
 
+RUN_DIR_NAME = re.compile(r"seed-(0|[1-9][0-9]*)")
+"""The name the runner gives a run folder (``seed-{seed}``, seeds >= 0); nothing else is a run."""
+
+
+def seed_of(run_dir: Path) -> int | None:
+    """The seed of a run folder named exactly as the runner names it; None for any other name
+    (``seed-01``, ``seed-+1``, ``seed-1_0`` would otherwise read as seeds 1, 1 and 10)."""
+    match = RUN_DIR_NAME.fullmatch(run_dir.name)
+    return None if match is None else int(match.group(1))
+
+
 def load_runs(runs_dir: Path) -> list[RunRecord]:
     """Every run folder ``runs_dir/experiment/config/seed-N`` that has a ``config.json``.
 
     A run whose files cannot be read (a corrupt ``config.json``, ``summary.json`` or a bad line
     inside ``metrics.jsonl``) gets status ``corrupt`` and the reason; it is listed, not used.
+    A folder ``seed-...`` not named as the runner names it (``seed-01``: a copy of seed 1?) is
+    skipped with a warning naming it, so that no seed is counted twice.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -123,9 +155,13 @@ def load_runs(runs_dir: Path) -> list[RunRecord]:
     records = []
     for cfg_path in sorted(runs_dir.glob(f"*/*/seed-*/{CONFIG_FILE}")):
         run_dir = cfg_path.parent
-        try:
-            seed = int(run_dir.name.removeprefix("seed-"))
-        except ValueError:
+        seed = seed_of(run_dir)
+        if seed is None:
+            warnings.warn(
+                f"{run_dir} is not a run folder name the runner writes (seed-<N>, N >= 0 without "
+                "leading zeros); skipped: rename it seed-<N> if it is a run of its own",
+                stacklevel=2,
+            )
             continue
         exp, config = run_dir.parent.parent.name, run_dir.parent.name
         try:
@@ -220,6 +256,14 @@ class EvalCell:
     high: float = math.nan
     outliers: bool = False
     """The std is dominated by a few far values (see ``OUTLIER_RATIO``): mean ± std misleads."""
+    ends: tuple[tuple[int, float], ...] = ()
+    """(seed, step) of each run's value, where the values are runs' final values: the report
+    says so when they come from different steps."""
+
+    @property
+    def steps(self) -> list[float]:
+        """The distinct steps of ``ends``, ascending."""
+        return sorted({step for _, step in self.ends})
 
 
 def summarize(values: Sequence[float]) -> EvalCell:
@@ -243,28 +287,32 @@ def eval_tables(
 ) -> dict[str, dict[str, dict[str, dict[str, EvalCell]]]]:
     """``{experiment: {split: {config: {metric: EvalCell}}}}`` from finished runs' final values.
 
+    A run's final value of a metric is its value at the run's last step that logged it
+    (:meth:`RunRecord.final_at`); each cell keeps the (seed, step) of its values in ``ends``.
+
     A key ``eval/<split...>/<metric>`` is split at its last ``/``: ``eval/interpolate/accuracy``
     is split ``interpolate``, metric ``accuracy``; per-category keys give splits like
     ``interpolate/arithmetic__add_or_sub``. Other ``<split>/<metric>`` keys (e.g.
     ``regression/rmse``) count too unless their first component is in ``NON_EVAL_PREFIXES``.
     """
-    values: dict[tuple[str, str, str, str], list[float]] = {}
+    values: dict[tuple[str, str, str, str], list[tuple[int, float, float]]] = {}
     for r in records:
         if r.status != "finished":
             continue
-        for key, value in r.final.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
+        for key, (step, value) in r.final_values().items():
             if key.startswith("eval/") and key.count("/") >= 2:
                 split, metric = key.removeprefix("eval/").rsplit("/", 1)
             elif "/" in key and key.split("/", 1)[0] not in NON_EVAL_PREFIXES:
                 split, metric = key.rsplit("/", 1)
             else:
                 continue
-            values.setdefault((r.experiment, split, r.config, metric), []).append(float(value))
+            values.setdefault((r.experiment, split, r.config, metric), []).append(
+                (r.seed, step, value)
+            )
     out: dict[str, dict[str, dict[str, dict[str, EvalCell]]]] = {}
-    for (exp, split, config, metric), vals in values.items():
-        cell = summarize(vals)
+    for (exp, split, config, metric), runs in values.items():
+        ends = tuple((seed, step) for seed, step, _ in runs)
+        cell = dataclasses.replace(summarize([v for _, _, v in runs]), ends=ends)
         out.setdefault(exp, {}).setdefault(split, {}).setdefault(config, {})[metric] = cell
     return out
 
@@ -279,16 +327,22 @@ def score_curve(record: RunRecord, protocol: Protocol) -> Series | None:
 
 def run_score(record: RunRecord, protocol: Protocol) -> float | None:
     """A run's score: the mean of its last ``score_window`` episode scores, or the final value
-    of the score key; NaN when the run logged NaN; None when it has none (or none declared)."""
+    of the score key (:meth:`RunRecord.final_at`); NaN when the run logged NaN; None when it
+    has none (or none declared)."""
+    scored = run_score_at(record, protocol)
+    return None if scored is None else scored[1]
+
+
+def run_score_at(record: RunRecord, protocol: Protocol) -> tuple[float, float] | None:
+    """(step, score) of :func:`run_score`; the step is that of the last episode or value used."""
     if protocol.score is None:
         return None
     if protocol.score_per == "episode":
         curve = score_curve(record, protocol)
-        return None if curve is None else float(curve[1][-protocol.score_window :].mean())
-    value = record.final.get(protocol.score)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+        if curve is None:
+            return None
+        return float(curve[0][-1]), float(curve[1][-protocol.score_window :].mean())
+    return record.final_at(protocol.score)
 
 
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -411,6 +465,7 @@ class ScoreRow:
     nan: int
     """seeds whose score is NaN (counted, left out of the statistics)"""
     cell: EvalCell
+    """with the (seed, step) of each run's score in ``ends``"""
     iqm: Estimate | None
 
 
@@ -432,6 +487,13 @@ class ScoreSection:
 PROFILE_POINTS = 101
 
 
+def bootstrap_seed(*names: str) -> int:
+    """A fixed bootstrap seed of its own for each config (and each pair of configs): configs of
+    the same size resampled with one seed would share their resample indices, so their CIs
+    would err together rather than independently. Deterministic (``hash`` is salted per run)."""
+    return zlib.crc32("\0".join(names).encode())
+
+
 def score_section(
     experiment: str, records: Sequence[RunRecord], reps: int = DEFAULT_REPS
 ) -> ScoreSection | None:
@@ -439,20 +501,26 @@ def score_section(
     protocol = protocol_of(experiment)
     if protocol.score is None:
         return None
-    by_config: dict[str, list[float]] = {}
+    by_config: dict[str, list[tuple[int, float, float]]] = {}
     for r in records:
         if r.experiment == experiment and r.status == "finished":
-            score = run_score(r, protocol)
-            if score is not None:
-                by_config.setdefault(r.config, []).append(score)
+            scored = run_score_at(r, protocol)
+            if scored is not None:
+                by_config.setdefault(r.config, []).append((r.seed, *scored))
     if not by_config:
         return None
     rows = []
-    for config, values in sorted(by_config.items()):
+    for config, runs in sorted(by_config.items()):
+        values = [v for _, _, v in runs]
         arr = np.array(values)
         ok = arr[~np.isnan(arr)]
-        estimate = iqm_estimate(ok, reps=reps) if len(ok) else None
-        rows.append(ScoreRow(config, ok, int(np.isnan(arr).sum()), summarize(values), estimate))
+        boot = bootstrap_seed(experiment, config)
+        estimate = iqm_estimate(ok, reps=reps, seed=boot) if len(ok) else None
+        # episodes end at slightly different steps in every run: only a per-run score's step
+        # says whether runs were scored at different points of training
+        ends = tuple((seed, step) for seed, step, _ in runs) if protocol.score_per == "run" else ()
+        cell = dataclasses.replace(summarize(values), ends=ends)
+        rows.append(ScoreRow(config, ok, int(np.isnan(arr).sum()), cell, estimate))
     every = np.concatenate([row.scores for row in rows])
     lo = float(every.min()) if every.size else 0.0
     hi = float(every.max()) if every.size else 1.0
@@ -462,12 +530,16 @@ def score_section(
         hi = max(hi, protocol.max_score)
     taus = np.linspace(lo, hi, PROFILE_POINTS) if hi > lo else np.array([lo])
     profiles = {
-        row.config: performance_profile(row.scores, taus, reps=reps)
+        row.config: performance_profile(
+            row.scores, taus, reps=reps, seed=bootstrap_seed(experiment, row.config)
+        )
         for row in rows
         if len(row.scores)
     }
     improvement = {
-        (x.config, y.config): probability_of_improvement_estimate(x.scores, y.scores, reps=reps)
+        (x.config, y.config): probability_of_improvement_estimate(
+            x.scores, y.scores, reps=reps, seed=bootstrap_seed(experiment, x.config, y.config)
+        )
         for x in rows
         for y in rows
         if x.config != y.config and len(x.scores) and len(y.scores)

@@ -24,7 +24,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
 
 from repro.overrides import config_keys, config_values, field_docs, parse_seeds
 from repro.registry import EXPERIMENTS, ExperimentUnavailableError, load_experiment
-from repro.sweep import SweepResult, default_threads, plan_sweep, run_sweep
+from repro.sweep import SweepResult, plan_sweep, run_sweep
 
 __all__ = ["ListCmd", "QuickCmd", "ReportCmd", "RunCmd", "main"]
 
@@ -173,7 +173,7 @@ def _cmd_run(cmd: RunCmd) -> int:
         parse_seeds(cmd.seeds),
         cmd.out,
         group_seeds=cmd.group_seeds,
-        threads=cmd.threads if cmd.threads is not None else default_threads(cmd.workers),
+        threads=cmd.threads,  # None: run_sweep's default_threads(workers)
         tensorboard=cmd.tensorboard,
     )
     if plan.skipped:

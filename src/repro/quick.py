@@ -20,7 +20,7 @@ from pathlib import Path
 
 from repro.registry import ExperimentUnavailableError
 from repro.report import write_report
-from repro.sweep import SweepPlan, default_threads, plan_sweep, run_sweep
+from repro.sweep import SweepPlan, plan_sweep, run_sweep
 
 __all__ = ["QUICK_PLAN", "QuickStep", "run_quick"]
 
@@ -112,7 +112,6 @@ def run_quick(
                 step.seeds,
                 out,
                 group_seeds=step.group_seeds,
-                threads=default_threads(workers),
             )
         except ExperimentUnavailableError as e:
             print(f"  skipped: {e}", file=sys.stderr)

@@ -33,7 +33,16 @@ from repro.aggregate import (
 from repro.registry import Protocol
 from repro.storage import atomic_write_text
 
-__all__ = ["ROLLING_WINDOW", "fmt_cell", "fmt_num", "render", "render_report", "write_report"]
+__all__ = [
+    "MIXED_STEPS",
+    "ROLLING_WINDOW",
+    "fmt_cell",
+    "fmt_num",
+    "mixed_steps_note",
+    "render",
+    "render_report",
+    "write_report",
+]
 
 ROLLING_WINDOW = 150
 GRID_POINTS = 400
@@ -333,11 +342,15 @@ def _statistics_section(section: ScoreSection, out_dir: Path) -> list[str]:
         "| config | runs | NaN | IQM [95 % CI] | mean ± std |",
         "|---|---|---|---|---|",
     ]
+    notes = []
     for row in section.rows:
         iqm = "–" if row.iqm is None else _ci(row.iqm.value, row.iqm.low, row.iqm.high)
         cell = fmt_cell(dataclasses.replace(row.cell, nan=0))
-        lines.append(f"| {row.config} | {len(row.scores)} | {row.nan} | {iqm} | {cell} |")
-    lines.append("")
+        note = mixed_steps_note(row.config, row.cell)
+        config = row.config + (f" {MIXED_STEPS}" if note else "")
+        notes += [note] if note else []
+        lines.append(f"| {config} | {len(row.scores)} | {row.nan} | {iqm} | {cell} |")
+    lines += ["", *notes, ""] if notes else [""]
     plot = plot_profiles(section, out_dir)
     if plot is not None:
         lines += [f"![{plot.stem}]({plot.name})", ""]
@@ -360,16 +373,43 @@ def _statistics_section(section: ScoreSection, out_dir: Path) -> list[str]:
     return lines
 
 
+MIXED_STEPS = "†"
+"""Marks a value pooled over runs whose final values come from different steps."""
+
+
+def mixed_steps_note(what: str, cell: EvalCell) -> str | None:
+    """A footnote (a Markdown list item) naming the steps, and their seeds, of ``cell``'s runs'
+    final values when they differ: such a cell pools different points of training."""
+    if len(cell.steps) < 2:
+        return None
+    parts = []
+    for step in cell.steps:
+        seeds = [str(seed) for seed, s in cell.ends if s == step]
+        label = "seeds" if len(seeds) > 1 else "seed"
+        parts.append(f"step {step:,.0f} ({label} {', '.join(seeds)})")
+    return f"- {MIXED_STEPS} {what}: final values from different steps: {'; '.join(parts)}"
+
+
 def _eval_section(split: str, table: dict[str, dict[str, EvalCell]]) -> list[str]:
     found = {m for cells in table.values() for m in cells}
     metrics = [m for m in _METRIC_ORDER if m in found] + sorted(found - set(_METRIC_ORDER))
     lines = [f"**{split}** (mean ± std over seeds)", ""]
     lines.append("| config | seeds | " + " | ".join(metrics) + " |")
     lines.append("|---|---|" + "---|" * len(metrics))
+    notes = []
     for config, cells in sorted(table.items()):
         n = max(c.n + c.nan for c in cells.values())
-        row = [fmt_cell(cells[m]) if m in cells else "–" for m in metrics]
+        row = []
+        for m in metrics:
+            cell = cells.get(m)
+            note = None if cell is None else mixed_steps_note(f"{config}, {m}", cell)
+            row.append(
+                "–" if cell is None else fmt_cell(cell) + (f" {MIXED_STEPS}" if note else "")
+            )
+            notes += [note] if note else []
         lines.append(f"| {config} | {n} | " + " | ".join(row) + " |")
+    if notes:
+        lines += ["", *notes]
     return [*lines, ""]
 
 

@@ -95,7 +95,9 @@ class Batch:
     spec: ExperimentSpec
     tasks: tuple[RunTask, ...]
     group: bool = False
-    threads: int = 1
+    threads: int | None = None
+    """torch threads of the worker; None: :func:`repro.sweep.run_sweep` sets its default
+    (``default_threads(workers)``), and a batch executed on its own leaves torch as it is."""
     tensorboard: bool = True
     capture_output: bool = True
     """Send the experiment's Python-level stdout/stderr to ``run_dir/output.log``."""
@@ -406,8 +408,9 @@ def execute_batch(
     batch: Batch, on_row: Callable[[Path, int], None] | None = None
 ) -> list[RunResult]:
     """Run every task of ``batch`` (in this process) and return one result per task."""
-    _set_threads(batch.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(batch.threads))
+    if batch.threads is not None:
+        _set_threads(batch.threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(batch.threads))
     try:
         exp = load_experiment(batch.spec)
         if batch.group and exp.run_many is None:

@@ -114,7 +114,7 @@ def plan_sweep(
     out: Path,
     *,
     group_seeds: bool = False,
-    threads: int = 1,
+    threads: int | None = None,
     tensorboard: bool = True,
 ) -> SweepPlan:
     """Resolve configs and seeds into batches; finished runs become ``skipped`` results.
@@ -122,9 +122,13 @@ def plan_sweep(
     Raises (before touching any file) on an unknown config or key, a config the experiment
     rejects, a bad ``out``, or when an existing run folder holds a different config. A run
     folder whose files cannot be read (a corrupt ``config.json`` / ``summary.json``) becomes a
-    ``failed`` result naming the file; the other runs go on.
+    ``failed`` result naming the file; the other runs go on. ``threads`` (torch threads per
+    run) left None is chosen by :func:`run_sweep` from its workers (:func:`default_threads`),
+    the same default as the CLI's.
     """
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
     spec = get_spec(experiment)
     exp = load_experiment(spec)
@@ -493,21 +497,27 @@ def run_sweep(
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    bar = _Progress(plan.batches, plan.units, progress)
+    threads = default_threads(n_workers)  # the one default of threads per run
+    batches = [
+        b if b.threads is not None else dataclasses.replace(b, threads=threads)
+        for b in plan.batches
+    ]
+    bar = _Progress(batches, plan.units, progress)
     try:
         with stop_signals():  # SIGTERM cleans up like Ctrl-C
-            if not plan.batches:
+            if not batches:
                 results: list[RunResult] = []
             elif backend == "local":
-                results = _run_local(plan.batches, n_workers, bar)
+                results = _run_local(batches, n_workers, bar)
             else:
-                results = _run_ray(plan.batches, n_workers, ray_address, bar)
+                results = _run_ray(batches, n_workers, ray_address, bar)
     finally:
         bar.close()
     return SweepResult(plan.skipped + results)
 
 
 def default_threads(workers: int | None) -> int:
-    """Torch threads per worker: ``max(1, cores // workers)``."""
+    """Torch threads per worker: ``max(1, cores // workers)`` (``workers`` None: the cores).
+    The default of ``repro run`` and of :func:`run_sweep` for a plan made without ``threads``."""
     cores = os.cpu_count() or 1
     return max(1, cores // (workers or cores))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,32 @@ from ntl.experiments.analysis import (
 )
 
 M = "eval/heldout/accuracy"
+TOY_M = "eval/train/mae"
+"""A metric of the toy experiment (tests/repro/toy_experiments.py), logged at every step."""
 
 
-def _write(root: Path, config: str, seed: int, rows: list[dict[str, float]]) -> None:
+def _toy_runs(out: Path, seeds: str, *sets: str, config: str = "small") -> Path:
+    """Real run folders, written by repro's runner for its toy experiment; -> ROOT = out/toy."""
+    from repro.cli import main as repro_main
+    from tests.repro.toy_experiments import register
+
+    register()
+    argv = ["run", "toy", "--config", config, "--seeds", seeds, "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    flags = ["--workers", "1", "--threads", "1", "--no-progress", "--no-tensorboard"]
+    assert repro_main([*argv, *flags]) in (0, 1)  # 1: a run failed on purpose (fail_at_step)
+    return out / "toy"
+
+
+def _write(
+    root: Path, config: str, seed: int, rows: list[dict[str, float]], finished: bool = True
+) -> None:
     d = root / config / f"seed-{seed}"
     d.mkdir(parents=True)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if finished:  # as repro's runner ends a run
+        (d / "summary.json").write_text(json.dumps({"status": "finished"}))
 
 
 @pytest.fixture
@@ -53,7 +75,7 @@ def root(tmp_path: Path) -> Path:
                 {"step": 300, M: end + 0.1},
             ],
         )
-    _write(tmp_path, "ntl-was", 3, [{"step": 100, M: 0.9}])  # unpaired, unfinished seed
+    _write(tmp_path, "ntl-was", 3, [{"step": 100, M: 0.9}], finished=False)  # unpaired
     (tmp_path / "ce" / "seed-2" / "metrics.jsonl").open("a").write('{"step": 400, "eval')  # torn
     return tmp_path
 
@@ -170,3 +192,50 @@ def test_cli_names_a_base_or_config_that_has_no_runs(
         assert "configs found: ce, ntl-was" in capsys.readouterr().err
     main([str(root), "--configs", "ntl-was"])  # no base wanted: no paired differences
     assert "| ntl-was |" in capsys.readouterr().out
+
+
+def test_a_seed_folder_not_named_as_the_runner_names_it_is_an_error(tmp_path: Path) -> None:
+    """``seed-01`` (an old copy of seed-1) was read as seed 1 too, and replaced seed-1's curve
+    without a word (the last folder read won); ``1`` next to ``seed-1`` did the same."""
+    root = _toy_runs(tmp_path, "0-1", "total_steps=4")
+    assert sorted(load_curves(root, TOY_M)["small"]) == [0, 1]
+    copy = root / "small" / "seed-01"
+    shutil.copytree(root / "small" / "seed-1", copy)
+    with pytest.raises(ValueError, match=r"small/seed-01: not a run folder name the runner"):
+        load_curves(root, TOY_M)
+    copy.rename(root / "small" / "1")
+    with pytest.raises(ValueError, match=r"small/1 and .*small/seed-1 are both seed 1 of small"):
+        load_curves(root, TOY_M)
+
+
+def test_unfinished_seeds_are_left_out_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "end" was the last step any run reached: fast-lr's two seeds, which crashed at step 5 of
+    6 after logging step 4, were compared at "end" (step 4) with small's finished seeds, with
+    nothing said. Runs whose summary.json does not say finished are now left out, named, and
+    the report says which step "end" is."""
+    _toy_runs(tmp_path, "0-1", "total_steps=4")
+    root = _toy_runs(tmp_path, "0-1", "total_steps=6", "fail_at_step=5", config="fast-lr")
+    assert {s: max(c) for s, c in load_curves(root, TOY_M)["fast-lr"].items()} == {0: 4, 1: 4}
+    capsys.readouterr()
+    main([str(root), "--metric", TOY_M, "--base", "small"])
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "Left out, not finished (summary.json): "
+        "fast-lr seed 0 (status failed); fast-lr seed 1 (status failed).\n"
+    )
+    assert "end = step 4, the last step any run reached." in out
+    assert re.search(r"\| small \| [\d.]+ \[[\d.]+, [\d.]+\] \(n=2\) \|", out)
+    assert "| fast-lr |" not in out and "Paired" not in out
+    (root / "small" / "seed-1" / "summary.json").unlink()  # as a killed run leaves it
+    main([str(root), "--metric", TOY_M, "--base", "small"])
+    out = capsys.readouterr().out
+    assert "small seed 1 (no summary.json: still running, or killed)." in out
+    assert "(no CI: n=1) |" in out
+    main([str(root), "--metric", TOY_M, "--configs", "small"])  # names only configs asked for
+    out = capsys.readouterr().out
+    assert "small seed 1 (no summary.json" in out and "fast-lr" not in out
+    with pytest.raises(SystemExit):  # only unfinished runs of the config asked for
+        main([str(root), "--metric", TOY_M, "--configs", "fast-lr"])
+    assert "no finished runs of config 'fast-lr'" in capsys.readouterr().err

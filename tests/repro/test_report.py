@@ -33,11 +33,21 @@ def _write_run(
     status: str | None = "finished",
     params: int | None = None,
 ) -> None:
+    """``final`` is logged as (or merged into) the last row, as a run logs it; the summary's
+    ``final`` is the last value of every key, as the runner writes it."""
     d = run_dir_for(out, exp, config, seed)
     atomic_write_json(d / "config.json", {"seed": seed, "name": config})
+    rows = [dict(r) for r in rows]
+    if final and rows and rows[-1]["step"] == final["step"]:
+        rows[-1].update(final)
+    elif final:
+        rows.append(dict(final))
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    last: dict[str, object] = {}
+    for row in rows:
+        last.update(row)
     if status is not None:
-        summary = {"status": status, "final": final, "error": "boom", "params": params}
+        summary = {"status": status, "final": last, "error": "boom", "params": params}
         atomic_write_json(d / "summary.json", summary)
 
 

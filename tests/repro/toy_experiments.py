@@ -47,6 +47,8 @@ class ToyConfig:
     """A free-form string (to test string overrides)."""
     fast: bool = False
     """A bool (to test bool overrides); unused."""
+    log_threads: bool = False
+    """Log torch's thread count in every row (``params/threads``)."""
 
 
 CONFIGS = {"small": ToyConfig(), "fast-lr": ToyConfig(lr=0.3, total_steps=20)}
@@ -78,13 +80,16 @@ def run(config: ToyConfig, run_dir: Path) -> Iterator[dict[str, float | int]]:
             if not marker.exists():
                 marker.touch()
                 os.kill(os.getpid(), signal.SIGKILL)
-        yield {
+        row = {
             "step": step,
             "losses/mse": float((err**2).mean()),
             "charts/slope": float(w[0]),
             "eval/train/mae": float(err.abs().mean()),
             "params/total": 2,
         }
+        if config.log_threads:
+            row["params/threads"] = torch.get_num_threads()
+        yield row
         if step % config.checkpoint_every == 0:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"w": w, "rng": gen.get_state(), "step": step}, tmp)

@@ -9,6 +9,9 @@ with ``ROOT = OUT/ntl-arith``; ``ROOT/<config>/<N>/`` works too) and answers, pe
 - the first evaluated step at which the seed-mean curve (and each seed) reaches a threshold;
 - a plot of the seed-mean curves with 95 % bootstrap bands.
 
+Runs that did not finish (their ``summary.json``, which repro's runner writes when a run ends,
+says ``failed``, or there is none yet: still running or killed) are left out, and named.
+
     python -m ntl.experiments.analysis runs/ntl/ntl-arith --base ce \\
         --metric eval/heldout/accuracy --budgets 500,1000 --plot docs/ntl_arith_curves.png
 
@@ -37,12 +40,32 @@ __all__ = [
     "load_curves",
     "paired_difference",
     "plot_curves",
+    "unfinished_runs",
     "value_at",
+    "without",
 ]
 
 Curves = dict[str, dict[int, dict[int, float]]]  # {config: {seed: {step: value}}}
 
-_SEED_DIR = re.compile(r"(?:seed-)?(\d+)")
+_SEED_DIR = re.compile(r"(?:seed-)?(0|[1-9][0-9]*)")
+"""A run folder's name: ``seed-N`` as the runner writes it (or plain ``N``), N >= 0."""
+_SEED_LIKE = re.compile(r"(?:seed-?)?[-+ _0-9]+")
+"""Names that look like a seed's folder; one that is not exactly ``_SEED_DIR`` is an error."""
+
+
+def _seed_of(run_dir: Path) -> int | None:
+    """The seed of ``run_dir``; None for a folder that is not a run's. A name that looks like
+    a seed but is not written as the runner writes it (``seed-01``: a copy of seed-1?) is a
+    ValueError naming the folder, rather than read as seed 1 a second time."""
+    match = _SEED_DIR.fullmatch(run_dir.name)
+    if match is not None:
+        return int(match.group(1))
+    if _SEED_LIKE.fullmatch(run_dir.name):
+        raise ValueError(
+            f"{run_dir}: not a run folder name the runner writes (seed-<N>, no leading zeros); "
+            "rename it, or move it out of the runs folder"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -77,10 +100,17 @@ def load_curves(root: Path, metric: str) -> Curves:
     if not root.is_dir():
         raise FileNotFoundError(f"no run folders: {root} is not a directory")
     out: Curves = {}
+    folders: dict[tuple[str, int], Path] = {}
     for path in sorted(root.glob("*/*/metrics.jsonl")):
-        match = _SEED_DIR.fullmatch(path.parent.name)
-        if match is None:
+        seed = _seed_of(path.parent)
+        if seed is None:
             continue
+        config = path.parent.parent.name
+        other = folders.setdefault((config, seed), path.parent)
+        if other != path.parent:
+            raise ValueError(
+                f"{other} and {path.parent} are both seed {seed} of {config}; keep one of them"
+            )
         curve: dict[int, float] = {}
         lines = path.read_text().splitlines()
         last: int | None = None
@@ -105,7 +135,7 @@ def load_curves(root: Path, metric: str) -> Curves:
             if metric in row:
                 curve[step] = float(row[metric])
         if curve:
-            out.setdefault(path.parent.parent.name, {})[int(match.group(1))] = curve
+            out.setdefault(config, {})[seed] = curve
     for config in out:
         _check_one_config(root / config)
     return out
@@ -134,6 +164,41 @@ def _check_one_config(folder: Path) -> None:
         raise ValueError(
             f"{folder} holds runs of different configs ({which}); analyse each in its own folder"
         )
+
+
+def unfinished_runs(root: Path) -> dict[str, dict[int, str]]:
+    """``{config: {seed: why}}`` of the run folders under ``root`` that did not finish: their
+    ``summary.json`` (repro's runner writes it when a run ends) says ``failed``, or there is
+    none yet (the run is still going, or was killed), or it cannot be read."""
+    out: dict[str, dict[int, str]] = {}
+    for run_dir in sorted(p.parent for p in Path(root).glob("*/*/metrics.jsonl")):
+        seed = _seed_of(run_dir)
+        if seed is None:
+            continue
+        path = run_dir / "summary.json"
+        if not path.exists():
+            why = "no summary.json: still running, or killed"
+        else:
+            try:
+                summary = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                summary = None
+            status = summary.get("status") if isinstance(summary, dict) else None
+            if status == "finished":
+                continue
+            why = f"status {status}" if isinstance(status, str) else "unreadable summary.json"
+        out.setdefault(run_dir.parent.name, {})[seed] = why
+    return out
+
+
+def without(curves: Curves, runs: Mapping[str, Mapping[int, object]]) -> Curves:
+    """``curves`` less the ``{config: {seed: ...}}`` runs (configs left with no seed go too)."""
+    out: Curves = {}
+    for config, per_seed in curves.items():
+        kept = {s: c for s, c in per_seed.items() if s not in runs.get(config, {})}
+        if kept:
+            out[config] = kept
+    return out
 
 
 def bootstrap_ci(
@@ -225,6 +290,21 @@ def finished_runs(curves: Curves) -> Curves:
     return out
 
 
+def _end_note(curves: Curves) -> str:
+    """Which step "end" is, and which runs stop before it (left out at the end)."""
+    end = final_step(curves)
+    if end is None:
+        return "end: no run has this metric"
+    short = [
+        f"{config} seed {seed} (step {max(c)})"
+        for config, per_seed in sorted(curves.items())
+        for seed, c in sorted(per_seed.items())
+        if max(c) != end
+    ]
+    stop = f"; runs that stop earlier are left out there: {', '.join(short)}" if short else ""
+    return f"end = step {end}, the last step any run reached{stop}."
+
+
 def _mean_curve(per_seed: Mapping[int, Mapping[int, float]]) -> dict[int, list[float]]:
     """Steps every seed has -> the seeds' values."""
     if not per_seed:
@@ -246,7 +326,7 @@ def format_report(
     and at each budget; the first step the seed-mean curve reaches ``threshold``."""
     configs = sorted(curves, key=lambda c: (c != base, c))
     cols = ["end", *[f"step {b}" for b in budgets]]
-    lines = [f"**{metric}** — mean over seeds [95 % bootstrap CI]", ""]
+    lines = [f"**{metric}** — mean over seeds [95 % bootstrap CI]", "", _end_note(curves), ""]
     lines.append("| config | " + " | ".join(cols) + " |")
     lines.append("|---" * (len(cols) + 1) + "|")
     for c in configs:
@@ -330,13 +410,22 @@ def main(argv: list[str] | None = None) -> None:
     metrics = args.metric or ["eval/heldout/accuracy"]
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     keep = args.configs.split(",") if args.configs else None
+    unfinished = unfinished_runs(args.root)
+    names = [
+        f"{config} seed {seed} ({why})"
+        for config, per_seed in sorted(unfinished.items())
+        for seed, why in sorted(per_seed.items())
+        if keep is None or config in keep
+    ]
+    if names:
+        print(f"Left out, not finished (summary.json): {'; '.join(names)}.\n")
     for i, metric in enumerate(metrics):
-        curves = load_curves(args.root, metric)
+        curves = without(load_curves(args.root, metric), unfinished)
         wanted = keep if keep is not None else [args.base]  # --configs without the base:
         missing = [c for c in wanted if c not in curves]  # no paired differences wanted
         if missing:
             parser.error(
-                f"no runs of config {missing[0]!r} with {metric!r} under {args.root}; "
+                f"no finished runs of config {missing[0]!r} with {metric!r} under {args.root}; "
                 f"configs found: {', '.join(sorted(curves)) or 'none'}"
             )
         if keep is not None:
