@@ -320,6 +320,7 @@ class A2C:
                 f"leading dims, got {obs.shape}"
             )
         logits = self.actor.stacked(self.actor_params, self._tensor(obs).reshape(a, t * e, n))
+        self.circuit_calls += self.actor.circuits_per_input * t * e
         x = np.stack([obs, next_obs], 1)  # (A, 2, T, E, n_obs)
         term = np.asarray(terminated, dtype=bool)
         done = term | np.asarray(truncated, dtype=bool)
@@ -397,8 +398,11 @@ class A2C:
         count shared by all agents."""
         self.adam_step += 1
         frac = 1.0
-        if self.config.lr_anneal_steps:  # linear decay, a function of the step count only
-            done = self.steps - self.n_envs * self.config.n_steps  # steps before this rollout
+        if self.config.lr_anneal_steps:  # linear decay, a function of the update count only
+            # env steps before this update's rollout: updates before it x steps per update (the
+            # JAX engine's schedule; equal to the steps taken under iterate, and right for learn,
+            # which takes no environment steps)
+            done = (self.adam_step - 1) * self.n_envs * self.config.n_steps
             frac = max(0.0, 1.0 - done / self.config.lr_anneal_steps)
         with torch.no_grad():
             self._step_t.fill_(self.adam_step)
