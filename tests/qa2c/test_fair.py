@@ -21,6 +21,7 @@ from qa2c.experiments.fair import (
     make_agent,
     run,
     run_many,
+    validate_config,
 )
 
 
@@ -182,3 +183,24 @@ def test_noise_evaluation_of_trained_quantum_runs(tmp_path: Path) -> None:
     np.testing.assert_allclose(res["exact"].mean(1), [last[0], last[1]])  # same as training's
     with pytest.raises(ValueError, match="settings"):
         evaluate_noisy(dirs, settings=["thermal"])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"n_envs": 0}, "n_envs"),
+        ({"n_steps": 0}, "n_steps"),
+        ({"gae_lambda": 1.5}, "gae_lambda"),
+        ({"lr": 0.0}, "lr"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm"),
+        ({"n_envs": 1, "n_steps": 1, "gae_lambda": 1.0}, "normalize_advantage"),
+    ],
+)
+def test_validate_config_rejects_a_bad_algorithm_setting(
+    change: dict[str, object], match: str
+) -> None:
+    """The runner validates every config before it writes any run folder; an algorithm setting
+    that the learner rejects must be rejected there (before: only once the run had started,
+    after its folder and config.json existed, which then mismatched the corrected config)."""
+    with pytest.raises(ValueError, match=match):
+        validate_config(dataclasses.replace(CONFIGS["cartpole-A2C"], **change))  # type: ignore[arg-type]

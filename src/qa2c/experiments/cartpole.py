@@ -275,6 +275,8 @@ CONFIGS: dict[str, CartPoleConfig] = {
 def _validate_config(config: CartPoleConfig) -> None:
     """Raise ValueError naming the first bad value (before the runner creates any folder)."""
     values = _dotted(config)
+    if config.engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {ENGINES}, got {config.engine!r}")
     for name in ("total_steps", "checkpoint_every", "a2c.n_envs", "a2c.n_steps"):
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -211,6 +211,7 @@ def validate_config(config: FairConfig) -> None:
             "total_steps/eval_every/eval_episodes: expected >= 1, got "
             f"{config.total_steps}, {config.eval_every}, {config.eval_episodes}"
         )
+    algorithm_config(config).validate()  # lr -> lr_actor/lr_critic; the others by their name
     make_agent(config, warn=False)
 
 
