@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("gymnax")
 pytest.importorskip("optax")
 
-from qa2c.experiments.cartpole import CONFIGS, JAX_CHECKPOINT, run, run_many
+from qa2c.experiments.cartpole import CONFIGS, JAX_CHECKPOINT, make_agent, run, run_many
 
 # tiny runs: HQ2C (a hybrid quantum actor, a classical critic), a few episodes per agent
 _CFG = dataclasses.replace(
@@ -87,3 +87,17 @@ def test_bad_engine_and_env_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="MountainCar"):
         list(run(dataclasses.replace(_CFG, env_id="MountainCar-v0"), tmp_path / "y"))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_bad_counts_and_seeds_are_rejected_as_by_the_torch_engine() -> None:
+    """The engines validate alike (before: the JAX engine trained seed -1, which the torch engine
+    rejects, and ran total_steps=True as one step; a float checkpoint_every failed mid-run)."""
+    from qa2c.jax_engine.train import train_population
+
+    agent = make_agent(_CFG, warn=False)
+    with pytest.raises(ValueError, match=r"seeds\[0\]"):
+        list(train_population([agent], [-1], 10))
+    with pytest.raises(TypeError, match="total_steps"):
+        list(train_population([agent], [0], True))
+    with pytest.raises(TypeError, match="checkpoint_every"):
+        list(train_population([agent], [0], 10, checkpoint_every=2.5))  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qa2c._atomic import atomic_write
-from qa2c.a2c import A2CConfig
+from qa2c.a2c import A2CConfig, check_int
 from qa2c.agents import Agent
 from qa2c.jax_engine.a2c import Carry, Layout, layout, make_optimizer, make_population_step
 from qa2c.jax_engine.envs import make_env
@@ -294,10 +294,10 @@ def train_population(
     """
     config = A2CConfig() if config is None else config
     config.validate()
-    if not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps: expected a positive int, got {total_steps!r}")
-    if checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every: expected >= 0, got {checkpoint_every}")
+    total_steps = check_int("total_steps", total_steps, 1)  # as the torch engine
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
+    max_chunk = check_int("max_chunk", max_chunk, 1)
+    seeds = [check_int(f"seeds[{i}]", s, 0) for i, s in enumerate(seeds)]
     if len(agents) != len(seeds) or not agents:
         raise ValueError(f"agents/seeds: need equally many (> 0), got {len(agents)}, {len(seeds)}")
     if len(set(seeds)) != len(seeds):
