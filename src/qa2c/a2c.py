@@ -434,11 +434,13 @@ class A2C:
         for gr in grads:
             gr.mul_(scale.reshape(-1, *([1] * (gr.dim() - 1))))
 
-    def pop_losses(self, i: int) -> tuple[float, float]:
-        """Mean actor and critic loss of agent ``i`` since the last call (nan if no update)."""
+    def pop_losses(self, i: int) -> tuple[float, float] | None:
+        """Mean actor and critic loss of agent ``i`` since the last call; None if no update.
+
+        (None, not NaN: a NaN loss is a diverged one.)"""
         n = int(self.loss_count[i])
         if n == 0:
-            return math.nan, math.nan
+            return None
         a, c = (self.loss_sum[:, i] / n).tolist()
         self.loss_sum[:, i] = 0.0
         self.loss_count[i] = 0

@@ -13,7 +13,6 @@ import torch
 from qa2c.a2c import A2CConfig
 from qa2c.agents import AgentConfig
 from qa2c.experiments.cartpole import CONFIGS as _ALL_CONFIGS
-from qa2c.experiments.cartpole import CartPoleConfig as _Config
 from qa2c.experiments.cartpole import (
     PROTOCOL,
     curve_stats,
@@ -22,6 +21,7 @@ from qa2c.experiments.cartpole import (
     run_many,
     upgrade_config,
 )
+from qa2c.experiments.cartpole import CartPoleConfig as _Config
 
 # This module tests the torch engine (the reference); the JAX engine: tests/qa2c/test_jax_*.py
 CONFIGS = {k: dataclasses.replace(c, engine="torch") for k, c in _ALL_CONFIGS.items()}

@@ -15,7 +15,6 @@ agent's run is the same whatever population it is part of.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -32,6 +31,7 @@ from qa2c.agents import Agent
 from qa2c.jax_engine.a2c import Carry, Layout, layout, make_optimizer, make_population_step
 from qa2c.jax_engine.envs import make_env
 from qa2c.jax_engine.heads import AgentFns, agent_fns
+from qa2c.train import loss_keys
 
 __all__ = ["JaxPopulation", "train_population"]
 
@@ -138,10 +138,8 @@ class JaxPopulation:
             for it, k, env in ends:
                 count = self.loss_count[i] + (it - last)
                 total = self.loss_sum[i] + csum[it] - (csum[last] if last >= 0 else 0.0)
-                if count:
-                    a_loss, c_loss = (total / count).tolist()
-                else:
-                    a_loss = c_loss = math.nan
+                # no update since the previous row: no loss keys (NaN is a diverged loss)
+                means = (total / count).tolist() if count else None
                 self.loss_sum[i], self.loss_count[i], last = 0.0, 0, it
                 self.episodes[i] += 1
                 rows.append(
@@ -154,8 +152,7 @@ class JaxPopulation:
                             "charts/episodic_length": int(out["length"][it, i, k, env]),
                             "wall_time": 0.0,
                             "circuit_calls": calls0 + (int(it) + 1) * self._calls_per_iter,
-                            "losses/actor": a_loss,
-                            "losses/critic": c_loss,
+                            **loss_keys(means),
                         },
                     )
                 )
