@@ -487,6 +487,10 @@ class A2C:
                 )
             if s["agent"] != {"name": self.agents[i].name, "options": self.agents[i].options}:
                 raise ValueError(f"states[{i}]: checkpoint agent {s['agent']} differs")
+            if s["env_id"] != self.env_id:
+                raise ValueError(
+                    f"states[{i}]: checkpoint of env_id {s['env_id']!r}, not {self.env_id!r}"
+                )
         with torch.no_grad():
             for role, params in (("actor", self.actor_params), ("critic", self.critic_params)):
                 for n, p in params.items():

@@ -168,3 +168,17 @@ def test_resume_from_checkpoint_without_newer_config_fields(tmp_path: Path) -> N
     torch.save(state, ckpt)
     resumed = [_strip(r) for r in train(agent, 400, seed=1, checkpoint_path=ckpt)]
     assert resumed == [r for r in _rows("A2C", 1, 400) if r["step"] > state["vec_steps"]]
+
+
+def test_checkpoint_of_another_environment_is_refused(tmp_path: Path) -> None:
+    """A checkpoint names its environment and resumes only into that one (the JAX engine's does
+    too). Before: a CartPole-v1 checkpoint resumed silently into CartPole-v0 (same physics and
+    sizes, a 200-step time limit instead of 500) and the run went on in the other task."""
+    ckpt = tmp_path / "checkpoint.pt"
+    agent = build_agent("A2C", seed=1, dtype=F64)
+    for _ in train(agent, 100, seed=1, checkpoint_path=ckpt):
+        pass
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match="CartPole-v0"):
+        list(train(agent, 300, seed=1, env_id="CartPole-v0", checkpoint_path=ckpt))
+    assert ckpt.read_bytes() == before
