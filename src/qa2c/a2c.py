@@ -487,6 +487,11 @@ class A2C:
                 )
             if s["agent"] != {"name": self.agents[i].name, "options": self.agents[i].options}:
                 raise ValueError(f"states[{i}]: checkpoint agent {s['agent']} differs")
+            dtypes = {str(w.dtype) for w in s["actor"].values()}
+            if dtypes != {str(self.dtype)}:
+                raise ValueError(
+                    f"states[{i}]: checkpoint of dtype {sorted(dtypes)}, not {self.dtype}"
+                )
             if s["env_id"] != self.env_id:
                 raise ValueError(
                     f"states[{i}]: checkpoint of env_id {s['env_id']!r}, not {self.env_id!r}"

@@ -182,3 +182,13 @@ def test_checkpoint_of_another_environment_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="CartPole-v0"):
         list(train(agent, 300, seed=1, env_id="CartPole-v0", checkpoint_path=ckpt))
     assert ckpt.read_bytes() == before
+
+
+def test_checkpoint_of_another_dtype_is_refused(tmp_path: Path) -> None:
+    """Before: a float32 run's checkpoint resumed silently into float64 agents (its weights cast)
+    and the run went on in the other precision."""
+    ckpt = tmp_path / "checkpoint.pt"
+    for _ in train(build_agent("A2C", seed=1), 100, seed=1, checkpoint_path=ckpt):
+        pass
+    with pytest.raises(ValueError, match="float32"):
+        list(train(build_agent("A2C", seed=1, dtype=F64), 300, seed=1, checkpoint_path=ckpt))
