@@ -119,6 +119,21 @@ def test_validate_rejects_an_unknown_engine() -> None:
         PROTOCOL["validate"](dataclasses.replace(CONFIGS["A2C"], engine="tpu"))
 
 
+def test_validate_rejects_what_the_jax_engine_cannot_run() -> None:
+    """Before: these passed the check, and the run failed only after its folder existed."""
+    pytest.importorskip("gymnax")
+    jax_cfg = dataclasses.replace(CONFIGS["A2C"], engine="jax")
+    with pytest.raises(ValueError, match="MountainCar-v0"):
+        PROTOCOL["validate"](dataclasses.replace(jax_cfg, env_id="MountainCar-v0"))
+    pytest.importorskip("pennylane")
+    pennylane = dataclasses.replace(
+        jax_cfg, agent=AgentConfig("Q2Q", backend="pennylane"), dtype="float64"
+    )
+    with pytest.raises(ValueError, match="pennylane"):
+        PROTOCOL["validate"](pennylane)
+    PROTOCOL["validate"](dataclasses.replace(pennylane, engine="torch"))  # fine there
+
+
 def test_curve_stats_by_hand() -> None:
     rets = [10.0] * 5 + [500.0] * 4 + [20.0]
     rows, step = [], 0
