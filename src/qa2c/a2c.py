@@ -320,6 +320,7 @@ class A2C:
                 f"leading dims, got {obs.shape}"
             )
         logits = self.actor.stacked(self.actor_params, self._tensor(obs).reshape(a, t * e, n))
+        self.circuit_calls += self.actor.circuits_per_input * t * e
         x = np.stack([obs, next_obs], 1)  # (A, 2, T, E, n_obs)
         term = np.asarray(terminated, dtype=bool)
         done = term | np.asarray(truncated, dtype=bool)
@@ -397,8 +398,11 @@ class A2C:
         count shared by all agents."""
         self.adam_step += 1
         frac = 1.0
-        if self.config.lr_anneal_steps:  # linear decay, a function of the step count only
-            done = self.steps - self.n_envs * self.config.n_steps  # steps before this rollout
+        if self.config.lr_anneal_steps:  # linear decay, a function of the update count only
+            # env steps before this update's rollout: updates before it x steps per update (the
+            # JAX engine's schedule; equal to the steps taken under iterate, and right for learn,
+            # which takes no environment steps)
+            done = (self.adam_step - 1) * self.n_envs * self.config.n_steps
             frac = max(0.0, 1.0 - done / self.config.lr_anneal_steps)
         with torch.no_grad():
             self._step_t.fill_(self.adam_step)
@@ -430,11 +434,13 @@ class A2C:
         for gr in grads:
             gr.mul_(scale.reshape(-1, *([1] * (gr.dim() - 1))))
 
-    def pop_losses(self, i: int) -> tuple[float, float]:
-        """Mean actor and critic loss of agent ``i`` since the last call (nan if no update)."""
+    def pop_losses(self, i: int) -> tuple[float, float] | None:
+        """Mean actor and critic loss of agent ``i`` since the last call; None if no update.
+
+        (None, not NaN: a NaN loss is a diverged one.)"""
         n = int(self.loss_count[i])
         if n == 0:
-            return math.nan, math.nan
+            return None
         a, c = (self.loss_sum[:, i] / n).tolist()
         self.loss_sum[:, i] = 0.0
         self.loss_count[i] = 0
@@ -481,6 +487,15 @@ class A2C:
                 )
             if s["agent"] != {"name": self.agents[i].name, "options": self.agents[i].options}:
                 raise ValueError(f"states[{i}]: checkpoint agent {s['agent']} differs")
+            dtypes = {str(w.dtype) for w in s["actor"].values()}
+            if dtypes != {str(self.dtype)}:
+                raise ValueError(
+                    f"states[{i}]: checkpoint of dtype {sorted(dtypes)}, not {self.dtype}"
+                )
+            if s["env_id"] != self.env_id:
+                raise ValueError(
+                    f"states[{i}]: checkpoint of env_id {s['env_id']!r}, not {self.env_id!r}"
+                )
         with torch.no_grad():
             for role, params in (("actor", self.actor_params), ("critic", self.critic_params)):
                 for n, p in params.items():

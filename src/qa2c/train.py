@@ -7,7 +7,8 @@ Both yield one row per finished episode, in the experiment protocol of ``repro``
 
 ``step`` is the agent's environment steps when the episode ended (strictly increasing; with
 several environments per agent, environments count in index order within a lockstep step).
-The losses are means over the updates since the agent's previous row. ``circuit_calls`` counts
+The losses are means over the updates since the agent's previous row; a row with no update since
+that row (several episodes ended in one rollout) has no loss keys. ``circuit_calls`` counts
 circuit executions (one per head evaluation per observation) the agent has made so far.
 
 Checkpoints are one file per agent (``member_state`` of :class:`qa2c.a2c.A2C`, plain tensors and
@@ -29,7 +30,14 @@ from ._atomic import atomic_write
 from .a2c import A2C, A2CConfig, check_finite_weights, check_int
 from .agents import Agent
 
-__all__ = ["load_checkpoint", "save_checkpoint", "train", "train_population"]
+__all__ = ["load_checkpoint", "loss_keys", "save_checkpoint", "train", "train_population"]
+
+
+def loss_keys(losses: tuple[float, float] | None) -> dict[str, float]:
+    """A row's loss entries: none when the agent made no update since its previous row."""
+    if losses is None:
+        return {}
+    return {"losses/actor": losses[0], "losses/critic": losses[1]}
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -138,7 +146,6 @@ def _run(
     while learner.steps < total_steps:
         ended = learner.iterate()
         for end in ended:
-            a_loss, c_loss = learner.pop_losses(end.agent)
             yield (
                 end.agent,
                 {
@@ -148,8 +155,7 @@ def _run(
                     "charts/episodic_length": end.length,
                     "wall_time": offsets[end.agent] + time.perf_counter() - start,
                     "circuit_calls": learner.circuit_calls,
-                    "losses/actor": a_loss,
-                    "losses/critic": c_loss,
+                    **loss_keys(learner.pop_losses(end.agent)),
                 },
             )
         finished = learner.steps >= total_steps

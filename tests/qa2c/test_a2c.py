@@ -191,6 +191,32 @@ def test_lr_annealing_reaches_zero() -> None:
         assert torch.equal(p.detach(), after_first[n])
 
 
+def test_learn_anneals_and_counts_like_iterate() -> None:
+    """``learn`` (one update from given transitions) anneals by the updates made, as ``iterate``
+    and the JAX engine do: with lr_anneal_steps = 1 the first update uses the configured lr (the
+    same weights as no annealing) and every later one lr 0. Before: it read the environment steps,
+    which ``learn`` never advances, so every update ran at lr·(1 + T·E / lr_anneal_steps)
+    (here twice the configured lr) and never annealed. It also counts the actor's circuit
+    executions as ``iterate`` does (before: only the critic's)."""
+    tr = _transition()
+    agent = build_agent("A2C", seed=0, dtype=F64)
+    plain = A2C([agent], [0], A2CConfig())
+    annealed = A2C([agent], [0], A2CConfig(lr_anneal_steps=1))
+    plain.learn(**tr)
+    annealed.learn(**tr)
+    for n, p in plain.actor_params.items():
+        assert torch.equal(annealed.actor_params[n].detach(), p.detach()), n
+    after_first = {n: p.detach().clone() for n, p in annealed.actor_params.items()}
+    annealed.learn(**tr)
+    for n, p in annealed.actor_params.items():
+        assert torch.equal(p.detach(), after_first[n]), n
+    q2q = build_agent("Q2Q", seed=0, dtype=F64)
+    stepped, learned = A2C([q2q], [0], A2CConfig()), A2C([q2q], [0], A2CConfig())
+    stepped.iterate()
+    learned.learn(**tr)
+    assert learned.circuit_calls == stepped.circuit_calls == 3  # actor 1, critic 2 (s and s')
+
+
 def test_env_pool_matches_gymnasium_sync_vector_env() -> None:
     """EnvPool == SyncVectorEnv(autoreset_mode=SAME_STEP) with the same seeds, incl. truncation."""
     import gymnasium as gym

@@ -13,8 +13,15 @@ import torch
 from qa2c.a2c import A2CConfig
 from qa2c.agents import AgentConfig
 from qa2c.experiments.cartpole import CONFIGS as _ALL_CONFIGS
+from qa2c.experiments.cartpole import (
+    PROTOCOL,
+    curve_stats,
+    make_agent,
+    run,
+    run_many,
+    upgrade_config,
+)
 from qa2c.experiments.cartpole import CartPoleConfig as _Config
-from qa2c.experiments.cartpole import curve_stats, make_agent, run, run_many, upgrade_config
 
 # This module tests the torch engine (the reference); the JAX engine: tests/qa2c/test_jax_*.py
 CONFIGS = {k: dataclasses.replace(c, engine="torch") for k, c in _ALL_CONFIGS.items()}
@@ -103,6 +110,28 @@ def test_bad_configs(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="observation space"):
         list(run(CartPoleConfig(agent=AgentConfig("A2C"), env_id="Acrobot-v1"), tmp_path))
+
+
+def test_validate_rejects_an_unknown_engine() -> None:
+    """The runner's check before any run folder exists (before: engine="tpu" passed it, the
+    folder and its config.json were written, and the run failed only when it started)."""
+    with pytest.raises(ValueError, match="engine"):
+        PROTOCOL["validate"](dataclasses.replace(CONFIGS["A2C"], engine="tpu"))
+
+
+def test_validate_rejects_what_the_jax_engine_cannot_run() -> None:
+    """Before: these passed the check, and the run failed only after its folder existed."""
+    pytest.importorskip("gymnax")
+    jax_cfg = dataclasses.replace(CONFIGS["A2C"], engine="jax")
+    with pytest.raises(ValueError, match="MountainCar-v0"):
+        PROTOCOL["validate"](dataclasses.replace(jax_cfg, env_id="MountainCar-v0"))
+    pytest.importorskip("pennylane")
+    pennylane = dataclasses.replace(
+        jax_cfg, agent=AgentConfig("Q2Q", backend="pennylane"), dtype="float64"
+    )
+    with pytest.raises(ValueError, match="pennylane"):
+        PROTOCOL["validate"](pennylane)
+    PROTOCOL["validate"](dataclasses.replace(pennylane, engine="torch"))  # fine there
 
 
 def test_curve_stats_by_hand() -> None:

@@ -21,6 +21,7 @@ from qa2c.experiments.fair import (
     make_agent,
     run,
     run_many,
+    validate_config,
 )
 
 
@@ -166,6 +167,9 @@ def test_tiny_run_yields_training_and_eval_rows(name: str, tmp_path: Path) -> No
     evals = [r for r in rows if "eval/return_mean" in r]
     assert [r["step"] for r in evals] == [0, 512, cfg.total_steps]
     assert any("charts/episodic_return" in r for r in rows)
+    # 16 environments: many rows share an update; those carry no losses, never NaN
+    losses = [v for r in rows for k, v in r.items() if k.startswith("losses/")]
+    assert losses and all(math.isfinite(v) for v in losses)
     assert (tmp_path / "final.pt").exists()
 
 
@@ -182,3 +186,24 @@ def test_noise_evaluation_of_trained_quantum_runs(tmp_path: Path) -> None:
     np.testing.assert_allclose(res["exact"].mean(1), [last[0], last[1]])  # same as training's
     with pytest.raises(ValueError, match="settings"):
         evaluate_noisy(dirs, settings=["thermal"])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"n_envs": 0}, "n_envs"),
+        ({"n_steps": 0}, "n_steps"),
+        ({"gae_lambda": 1.5}, "gae_lambda"),
+        ({"lr": 0.0}, "lr"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm"),
+        ({"n_envs": 1, "n_steps": 1, "gae_lambda": 1.0}, "normalize_advantage"),
+    ],
+)
+def test_validate_config_rejects_a_bad_algorithm_setting(
+    change: dict[str, object], match: str
+) -> None:
+    """The runner validates every config before it writes any run folder; an algorithm setting
+    that the learner rejects must be rejected there (before: only once the run had started,
+    after its folder and config.json existed, which then mismatched the corrected config)."""
+    with pytest.raises(ValueError, match=match):
+        validate_config(dataclasses.replace(CONFIGS["cartpole-A2C"], **change))  # type: ignore[arg-type]

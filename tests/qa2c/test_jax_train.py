@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 pytest.importorskip("gymnax")
 pytest.importorskip("optax")
 
-from qa2c.experiments.cartpole import CONFIGS, JAX_CHECKPOINT, run, run_many
+from qa2c.experiments.cartpole import CONFIGS, JAX_CHECKPOINT, make_agent, run, run_many
 
 # tiny runs: HQ2C (a hybrid quantum actor, a classical critic), a few episodes per agent
 _CFG = dataclasses.replace(
@@ -25,8 +26,10 @@ def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
         {k: v for k, v in r.items() if "loss" not in k} for r in b
     ]
     for x, y in zip(a, b):
+        assert ("losses/actor" in x) == ("losses/actor" in y)
         for k in ("losses/actor", "losses/critic"):
-            assert x[k] == pytest.approx(y[k], rel=1e-9, abs=1e-12, nan_ok=True)
+            if k in x:
+                assert x[k] == pytest.approx(y[k], rel=1e-9, abs=1e-12, nan_ok=True)
 
 
 def _strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -87,3 +90,31 @@ def test_bad_engine_and_env_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="MountainCar"):
         list(run(dataclasses.replace(_CFG, env_id="MountainCar-v0"), tmp_path / "y"))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_bad_counts_and_seeds_are_rejected_as_by_the_torch_engine() -> None:
+    """The engines validate alike (before: the JAX engine trained seed -1, which the torch engine
+    rejects, and ran total_steps=True as one step; a float checkpoint_every failed mid-run)."""
+    from qa2c.jax_engine.train import train_population
+
+    agent = make_agent(_CFG, warn=False)
+    with pytest.raises(ValueError, match=r"seeds\[0\]"):
+        list(train_population([agent], [-1], 10))
+    with pytest.raises(TypeError, match="total_steps"):
+        list(train_population([agent], [0], True))
+    with pytest.raises(TypeError, match="checkpoint_every"):
+        list(train_population([agent], [0], 10, checkpoint_every=2.5))  # type: ignore[arg-type]
+
+
+def test_rows_without_an_update_carry_no_losses_rather_than_nan(tmp_path: Path) -> None:
+    """As the torch engine (tests/qa2c/test_train.py): a row after another one of the same update
+    has no loss keys (before: NaN, read by the report as a diverged loss)."""
+    from qa2c.a2c import A2CConfig
+
+    cfg = dataclasses.replace(_CFG, a2c=A2CConfig(n_envs=4, n_steps=2, gae_lambda=0.9))
+    rows = _rows([cfg], [tmp_path / "r"])[0]
+    with_losses = [r for r in rows if "losses/actor" in r]
+    assert 0 < len(with_losses) < len(rows)
+    for r in rows:
+        assert ("losses/actor" in r) == ("losses/critic" in r)
+    assert all(math.isfinite(r["losses/actor"] + r["losses/critic"]) for r in with_losses)

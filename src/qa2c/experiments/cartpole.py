@@ -275,12 +275,26 @@ CONFIGS: dict[str, CartPoleConfig] = {
 def _validate_config(config: CartPoleConfig) -> None:
     """Raise ValueError naming the first bad value (before the runner creates any folder)."""
     values = _dotted(config)
+    if config.engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {ENGINES}, got {config.engine!r}")
     for name in ("total_steps", "checkpoint_every", "a2c.n_envs", "a2c.n_steps"):
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     config.a2c.validate()
-    make_agent(config, warn=False)  # agent, dtype and head options (a small agent, milliseconds)
+    agent = make_agent(config, warn=False)  # agent, dtype and head options (milliseconds)
+    if config.engine == "jax":
+        try:
+            from ..jax_engine.envs import JAX_ENV_IDS
+            from ..jax_engine.heads import agent_fns
+        except ImportError:  # the run itself names what to install
+            return
+        if config.env_id not in JAX_ENV_IDS:
+            raise ValueError(
+                f"env_id: {config.env_id!r} has no JAX version (have {', '.join(JAX_ENV_IDS)}); "
+                "set engine='torch'"
+            )
+        agent_fns(agent)  # heads the JAX engine cannot run (e.g. the pennylane backend) raise
 
 
 # What the experiment runner needs to know, as plain data (DESIGN.md convention 11).

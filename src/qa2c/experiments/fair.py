@@ -39,7 +39,7 @@ import torch
 from ..a2c import A2C, A2CConfig
 from ..agents import Agent, AgentConfig, QuantumHead, ScaledHead, build_agent
 from ..envs import EnvPool
-from ..train import load_checkpoint, save_checkpoint
+from ..train import load_checkpoint, loss_keys, save_checkpoint
 from ..vqc import VQC
 
 __all__ = [
@@ -211,6 +211,7 @@ def validate_config(config: FairConfig) -> None:
             "total_steps/eval_every/eval_episodes: expected >= 1, got "
             f"{config.total_steps}, {config.eval_every}, {config.eval_episodes}"
         )
+    algorithm_config(config).validate()  # lr -> lr_actor/lr_critic; the others by their name
     make_agent(config, warn=False)
 
 
@@ -324,15 +325,13 @@ def run_many(
         ended = learner.iterate()
         rows: list[list[dict[str, Any]]] = [[] for _ in seeds]
         for end in ended:
-            a_loss, c_loss = learner.pop_losses(end.agent)
             rows[end.agent].append(
                 {
                     "step": end.step,
                     "episode": end.episode,
                     "charts/episodic_return": end.ret,
                     "charts/episodic_length": end.length,
-                    "losses/actor": a_loss,
-                    "losses/critic": c_loss,
+                    **loss_keys(learner.pop_losses(end.agent)),
                 }
             )
         if learner.steps >= next_eval or learner.steps >= cfg.total_steps:

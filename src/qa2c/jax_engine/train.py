@@ -15,7 +15,6 @@ agent's run is the same whatever population it is part of.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -27,11 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from qa2c._atomic import atomic_write
-from qa2c.a2c import A2CConfig
+from qa2c.a2c import A2CConfig, check_int
 from qa2c.agents import Agent
 from qa2c.jax_engine.a2c import Carry, Layout, layout, make_optimizer, make_population_step
 from qa2c.jax_engine.envs import make_env
 from qa2c.jax_engine.heads import AgentFns, agent_fns
+from qa2c.train import loss_keys
 
 __all__ = ["JaxPopulation", "train_population"]
 
@@ -138,10 +138,8 @@ class JaxPopulation:
             for it, k, env in ends:
                 count = self.loss_count[i] + (it - last)
                 total = self.loss_sum[i] + csum[it] - (csum[last] if last >= 0 else 0.0)
-                if count:
-                    a_loss, c_loss = (total / count).tolist()
-                else:
-                    a_loss = c_loss = math.nan
+                # no update since the previous row: no loss keys (NaN is a diverged loss)
+                means = (total / count).tolist() if count else None
                 self.loss_sum[i], self.loss_count[i], last = 0.0, 0, it
                 self.episodes[i] += 1
                 rows.append(
@@ -154,8 +152,7 @@ class JaxPopulation:
                             "charts/episodic_length": int(out["length"][it, i, k, env]),
                             "wall_time": 0.0,
                             "circuit_calls": calls0 + (int(it) + 1) * self._calls_per_iter,
-                            "losses/actor": a_loss,
-                            "losses/critic": c_loss,
+                            **loss_keys(means),
                         },
                     )
                 )
@@ -294,10 +291,10 @@ def train_population(
     """
     config = A2CConfig() if config is None else config
     config.validate()
-    if not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps: expected a positive int, got {total_steps!r}")
-    if checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every: expected >= 0, got {checkpoint_every}")
+    total_steps = check_int("total_steps", total_steps, 1)  # as the torch engine
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 0)
+    max_chunk = check_int("max_chunk", max_chunk, 1)
+    seeds = [check_int(f"seeds[{i}]", s, 0) for i, s in enumerate(seeds)]
     if len(agents) != len(seeds) or not agents:
         raise ValueError(f"agents/seeds: need equally many (> 0), got {len(agents)}, {len(seeds)}")
     if len(set(seeds)) != len(seeds):
