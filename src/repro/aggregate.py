@@ -292,7 +292,8 @@ def eval_tables(
 
     A key ``eval/<split...>/<metric>`` is split at its last ``/``: ``eval/interpolate/accuracy``
     is split ``interpolate``, metric ``accuracy``; per-category keys give splits like
-    ``interpolate/arithmetic__add_or_sub``. Other ``<split>/<metric>`` keys (e.g.
+    ``interpolate/arithmetic__add_or_sub``; ``eval/<metric>`` (e.g. ``qa2c-fair``'s
+    ``eval/return_mean``, the greedy policy's return) is split ``eval``. Other ``<split>/<metric>`` keys (e.g.
     ``regression/rmse``) count too unless their first component is in ``NON_EVAL_PREFIXES``.
     """
     values: dict[tuple[str, str, str, str], list[tuple[int, float, float]]] = {}
@@ -302,6 +303,8 @@ def eval_tables(
         for key, (step, value) in r.final_values().items():
             if key.startswith("eval/") and key.count("/") >= 2:
                 split, metric = key.removeprefix("eval/").rsplit("/", 1)
+            elif key.startswith("eval/"):  # eval/<metric>: a run with one evaluation protocol
+                split, metric = "eval", key.removeprefix("eval/")
             elif "/" in key and key.split("/", 1)[0] not in NON_EVAL_PREFIXES:
                 split, metric = key.rsplit("/", 1)
             else:

@@ -281,3 +281,13 @@ def test_report_data_is_computed_in_one_pass_before_rendering(runs: Path) -> Non
     assert regression.scores is None  # its declared score (r2) is not in these runs
     assert cartpole.rl_rows[0].params == 66.0 and len(cartpole.runs) == 2
     assert arith.evals["interpolate"]["ce"]["accuracy"].mean == pytest.approx(0.6)
+
+
+def test_eval_keys_with_one_slash_are_an_eval_split(tmp_path: Path) -> None:
+    """qa2c-fair logs its greedy evaluation as ``eval/return_mean``: it must reach the report."""
+    for seed, ret in enumerate([480.0, 500.0]):
+        final = {"step": 100, "eval/return_mean": ret, "charts/episodic_return": 9.0}
+        _write_run(tmp_path, "qa2c-fair", "Q2Q", seed, [{"step": 50}], final)
+    greedy = eval_tables(load_runs(tmp_path))["qa2c-fair"]
+    assert set(greedy) == {"eval"} and set(greedy["eval"]["Q2Q"]) == {"return_mean"}
+    assert greedy["eval"]["Q2Q"]["return_mean"].mean == pytest.approx(490.0)
