@@ -118,3 +118,23 @@ def test_rows_without_an_update_carry_no_losses_rather_than_nan(tmp_path: Path) 
     for r in rows:
         assert ("losses/actor" in r) == ("losses/critic" in r)
     assert all(math.isfinite(r["losses/actor"] + r["losses/critic"]) for r in with_losses)
+
+
+def test_long_rollouts_get_shorter_chunks_with_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qa2c.jax_engine.train as jt
+
+    algo = CONFIGS["A2C-improved"].a2c  # 16 envs x 16-step rollouts
+    per_iteration = 10 * (3 * algo.n_steps * algo.n_envs + 2) * 8
+    cap = jt.chunk_cap(algo, 10)
+    assert cap * per_iteration <= jt.RECORD_BYTES < (cap + 1) * per_iteration
+    assert cap < jt.MAX_CHUNK  # the 616 MB buffer of 10,000 iterations is gone
+    assert jt.chunk_cap(CONFIGS["HA2Q"].a2c, 10) >= jt.MAX_CHUNK  # the paper's loop: unchanged
+    cfg = dataclasses.replace(
+        CONFIGS["A2C-improved"], total_steps=3000, checkpoint_every=0, engine="jax", seed=2
+    )
+    ref = _rows([cfg], [tmp_path / "ref"])
+    monkeypatch.setattr(jt, "RECORD_BYTES", 3 * (3 * algo.n_steps * algo.n_envs + 2) * 8)
+    assert jt.chunk_cap(algo, 1) == 3
+    _same(_rows([cfg], [tmp_path / "short"])[0], ref[0])

@@ -33,10 +33,15 @@ from qa2c.jax_engine.envs import make_env
 from qa2c.jax_engine.heads import AgentFns, agent_fns
 from qa2c.train import loss_keys
 
-__all__ = ["JaxPopulation", "train_population"]
+__all__ = ["JaxPopulation", "chunk_cap", "train_population"]
 
 #: iterations per compiled call at most (rows and checkpoints come between calls)
 MAX_CHUNK = 10_000
+#: bytes of a chunk's record buffer at most (float64 per iteration and agent: done, return and
+#: length of every step and environment, two losses): chunks get shorter as agents × n_steps ×
+#: n_envs grow (10 agents of a 16 × 16 rollout: 1,089 iterations instead of 10,000, whose buffer
+#: took 616 MB); the rows do not depend on the chunk length
+RECORD_BYTES = 64 * 2**20
 #: the layout of a checkpoint's carry (2: flat parameter vector, counter-based random draws)
 CHECKPOINT_FORMAT = 2
 
@@ -273,6 +278,12 @@ def load_state(path: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
+def chunk_cap(config: A2CConfig, n_agents: int) -> int:
+    """The most iterations per chunk whose record buffer fits in :data:`RECORD_BYTES` (>= 1)."""
+    per_iteration = n_agents * (3 * config.n_steps * config.n_envs + 2) * 8
+    return max(1, RECORD_BYTES // per_iteration)
+
+
 def train_population(
     agents: Sequence[Agent],
     seeds: Sequence[int],
@@ -311,8 +322,9 @@ def train_population(
     per_iter = config.n_envs * config.n_steps
     for key in sorted(groups, reverse=True):
         idx = groups[key]
+        chunk = min(max_chunk, chunk_cap(config, len(idx)))
         pop = JaxPopulation(
-            [agents[i] for i in idx], [seeds[i] for i in idx], config, env_id, max_chunk
+            [agents[i] for i in idx], [seeds[i] for i in idx], config, env_id, chunk
         )
         if key >= 0:
             pop.load_member_states([st for i in idx if (st := states[i]) is not None])
@@ -321,7 +333,7 @@ def train_population(
         last_ckpt = pop.steps
         while pop.steps < total_steps:
             left = -(-(total_steps - pop.steps) // per_iter)
-            n = min(max_chunk, left)
+            n = min(chunk, left)
             if checkpoint_every:
                 n = min(n, -(-(last_ckpt + checkpoint_every - pop.steps) // per_iter))
             rows = pop.run_chunk(n)
