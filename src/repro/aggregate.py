@@ -104,8 +104,7 @@ class RunRecord:
         """(step, value) of ``key`` at the last step of this run that logged it as a number;
         None when no step did. The step says where the value comes from: the report pools a
         metric's final values over seeds and must not pool different steps silently."""
-        steps, values = self.series().get(key, (np.zeros(0), np.zeros(0)))
-        return (float(steps[-1]), float(values[-1])) if len(steps) else None
+        return self.final_values().get(key)
 
     def final_values(self) -> dict[str, tuple[float, float]]:
         """:meth:`final_at` of every numeric key."""

@@ -342,13 +342,11 @@ def _statistics_section(section: ScoreSection, out_dir: Path) -> list[str]:
         "| config | runs | NaN | IQM [95 % CI] | mean ± std |",
         "|---|---|---|---|---|",
     ]
-    notes = []
+    notes: list[str] = []
     for row in section.rows:
         iqm = "–" if row.iqm is None else _ci(row.iqm.value, row.iqm.low, row.iqm.high)
         cell = fmt_cell(dataclasses.replace(row.cell, nan=0))
-        note = mixed_steps_note(row.config, row.cell)
-        config = row.config + (f" {MIXED_STEPS}" if note else "")
-        notes += [note] if note else []
+        config = _marked(row.config, row.config, row.cell, notes)
         lines.append(f"| {config} | {len(row.scores)} | {row.nan} | {iqm} | {cell} |")
     lines += ["", *notes, ""] if notes else [""]
     plot = plot_profiles(section, out_dir)
@@ -390,23 +388,29 @@ def mixed_steps_note(what: str, cell: EvalCell) -> str | None:
     return f"- {MIXED_STEPS} {what}: final values from different steps: {'; '.join(parts)}"
 
 
+def _marked(text: str, what: str, cell: EvalCell, notes: list[str]) -> str:
+    """``text``, marked with :data:`MIXED_STEPS` when ``cell`` pools different steps (its
+    footnote is appended to ``notes``)."""
+    note = mixed_steps_note(what, cell)
+    if note is None:
+        return text
+    notes.append(note)
+    return f"{text} {MIXED_STEPS}"
+
+
 def _eval_section(split: str, table: dict[str, dict[str, EvalCell]]) -> list[str]:
     found = {m for cells in table.values() for m in cells}
     metrics = [m for m in _METRIC_ORDER if m in found] + sorted(found - set(_METRIC_ORDER))
     lines = [f"**{split}** (mean ± std over seeds)", ""]
     lines.append("| config | seeds | " + " | ".join(metrics) + " |")
     lines.append("|---|---|" + "---|" * len(metrics))
-    notes = []
+    notes: list[str] = []
     for config, cells in sorted(table.items()):
         n = max(c.n + c.nan for c in cells.values())
-        row = []
-        for m in metrics:
-            cell = cells.get(m)
-            note = None if cell is None else mixed_steps_note(f"{config}, {m}", cell)
-            row.append(
-                "–" if cell is None else fmt_cell(cell) + (f" {MIXED_STEPS}" if note else "")
-            )
-            notes += [note] if note else []
+        row = [
+            _marked(fmt_cell(cells[m]), f"{config}, {m}", cells[m], notes) if m in cells else "–"
+            for m in metrics
+        ]
         lines.append(f"| {config} | {n} | " + " | ".join(row) + " |")
     if notes:
         lines += ["", *notes]

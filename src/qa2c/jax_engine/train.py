@@ -238,7 +238,7 @@ def _programs(
 ) -> tuple[Program, Program]:
     """The jitted population ``init(params, seeds)`` and ``chunk(carry, n) -> (carry, out)``."""
     tx = make_optimizer(config, lay.actor)
-    e_n, t = config.n_envs, config.n_steps
+    e_n = config.n_envs
 
     def init(params: Any, seed: Array) -> Carry:
         key, k_env = jax.random.split(jax.random.PRNGKey(seed))
@@ -254,7 +254,7 @@ def _programs(
     def chunk(carry: Carry, n: Array) -> tuple[Carry, Array]:
         # one float64 record per iteration and agent (one write per step, not four):
         # done, ret, length (T·E each; exact in float64) and the two losses
-        buf = jnp.zeros((max_chunk, n_agents, 3 * t * e_n + 2), jnp.float64)
+        buf = jnp.zeros((max_chunk, n_agents, record_width(config)), jnp.float64)
 
         def body(i: Array, state: tuple[Carry, Array]) -> tuple[Carry, Array]:
             c, b = state
@@ -278,10 +278,15 @@ def load_state(path: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
+def record_width(config: A2CConfig) -> int:
+    """float64 entries an agent records per iteration: done, return and length of every step and
+    environment, then the two losses (the layout ``run_chunk`` reads back)."""
+    return 3 * config.n_steps * config.n_envs + 2
+
+
 def chunk_cap(config: A2CConfig, n_agents: int) -> int:
     """The most iterations per chunk whose record buffer fits in :data:`RECORD_BYTES` (>= 1)."""
-    per_iteration = n_agents * (3 * config.n_steps * config.n_envs + 2) * 8
-    return max(1, RECORD_BYTES // per_iteration)
+    return max(1, RECORD_BYTES // (n_agents * record_width(config) * 8))
 
 
 def train_population(
