@@ -79,6 +79,44 @@ def test_adjoint_gradient_equals_autodiff(kw: dict[str, Any]) -> None:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    "kw", [_SPECS[0], _SPECS[2], _SPECS[4]], ids=["paper", "reupload", "chain"]
+)
+def test_population_under_vmap_equals_its_members(kw: dict[str, Any], dtype: str) -> None:
+    """vmap over agents (the agents-last, padded batching rule of the adjoint sweeps) gives every
+    member the values and gradients it gets alone; also with the weights shared (unbatched)."""
+    v = VQC(dtype=torch.float64, **kw)
+    rng = np.random.default_rng(3)
+    n_agents, rows = 3, 2  # 3 agents: padded to a whole vector register inside the rule
+    w = jnp.asarray(rng.normal(size=(n_agents, *v.weights.shape)), dtype)
+    x = jnp.asarray(rng.normal(size=(n_agents, rows, v.n_inputs)), dtype)
+    iw = None
+    if v.input_weights is not None:
+        iw = jnp.asarray(rng.uniform(0.5, 1.5, (n_agents, *v.input_weights.shape)), dtype)
+    cot = jnp.asarray(rng.normal(size=(n_agents, rows, len(v.spec.measure))), dtype)
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    adj = circuit_fn(v.spec, v.output, zero_dead=False)
+    ref = circuit_fn(v.spec, v.output, zero_dead=False, formulation="elementwise")
+
+    def value_and_grads(f: Any, w: Any, x: Any, iw: Any, c: Any) -> Any:
+        argnums = (0, 1) if iw is None else (0, 1, 2)
+        return f(w, x, iw), jax.grad(lambda *a: (f(*a) * c).sum(), argnums)(w, x, iw)
+
+    batched = jax.jit(jax.vmap(lambda *a: value_and_grads(adj, *a)))(w, x, iw, cot)
+    alone = jax.jit(lambda *a: value_and_grads(ref, *a))
+    for i in range(n_agents):
+        one = alone(w[i], x[i], None if iw is None else iw[i], cot[i])
+        for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(one)):
+            np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=0, atol=tol)
+    # weights shared by the population, inputs per agent
+    shared = jax.jit(jax.vmap(lambda xx, cc: value_and_grads(adj, w[0], xx, None, cc)))(x, cot)
+    for i in range(n_agents):
+        one = alone(w[0], x[i], None, cot[i])
+        for got, want in zip(jax.tree.leaves(shared), jax.tree.leaves(one)):
+            np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=0, atol=tol)
+
+
 @pytest.mark.parametrize("measure", [(0, 1), (0,), (0, 1, 2, 3)])
 def test_dead_weights_get_exactly_zero_gradient(measure: tuple[int, ...]) -> None:
     v = VQC(dtype=torch.float64, measure=measure)

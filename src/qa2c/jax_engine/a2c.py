@@ -26,6 +26,7 @@ from jax.flatten_util import ravel_pytree
 
 from qa2c.a2c import A2CConfig
 from qa2c.jax_engine.heads import AgentFns
+from qa2c.jax_engine.rng import random_words, split
 
 __all__ = [
     "Batch",
@@ -198,7 +199,7 @@ def make_population_step(
 
     def act_one(c: Carry) -> tuple[Array, Array, Array, Array]:
         """One agent: its next key, env step keys (E, 2), reset key and actions (E,)."""
-        words = jax.random.bits(c.key, (2 + 2 * e_n, 2), jnp.uint32)
+        words = random_words(c.key, 2 + 2 * e_n)  # jax.random.bits, one fused kernel
         logits = fns.actor(lay.unravel(c.params)["actor"], c.obs.astype(fns.dtype))  # (E, n_act)
         cdf = jnp.cumsum(jax.nn.softmax(logits, -1), -1).astype(jnp.float64)
         u = _uniform(words[2 + e_n :])  # (E,)
@@ -216,7 +217,7 @@ def make_population_step(
 
         def with_resets(args: tuple[Any, Array]) -> tuple[Any, Array]:
             state, obs = args
-            keys = jax.vmap(lambda k: jax.random.split(k, e_n))(k_reset)  # (A, E, 2)
+            keys = jax.vmap(lambda k: split(k, e_n))(k_reset)  # (A, E, 2)
             obs_re, state_re = reset_env(keys, env_params)
 
             def pick(x: Array, y: Array) -> Array:

@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_batching import custom_vmap
 
 from qa2c.sim.diagnostics import dead_parameters
 from qa2c.sim.spec import CircuitSpec, bit_table, signed_permutation
@@ -258,6 +259,11 @@ def circuit_fn(
     return CircuitFn(spec, output, dead, fns[formulation])
 
 
+def _lanes(dtype: Any) -> int:
+    """Agents per 64-byte vector register (AVX-512: 16 in float32, 8 in float64)."""
+    return max(1, 64 // np.dtype(dtype).itemsize)
+
+
 def _adjoint_core(
     spec: CircuitSpec, perm: np.ndarray, sign: np.ndarray
 ) -> Callable[[Array, Array, Array, Array], Array]:
@@ -272,10 +278,18 @@ def _adjoint_core(
     transposed gates (``U†``), and a gate's entry ``u_ij = a + ib`` gets ``∂L/∂a = Re S_ij``,
     ``∂L/∂b = -Im S_ij`` with ``S_ij = Σ conj(λ_i)·ψ_j`` over the amplitude pairs the gate mixes
     (``ψ_j``: the half of the state with the gate's bit = j, before the gate; ``λ_i``: after).
-    Each gate's 8 products are stacked along a last axis and reduced in one kernel per gate.
-    (JAX's autodiff of the same forward reduces every gate entry separately: 128 kernels for the
-    paper's circuit instead of about 60, 1.45x the gradient's run time and 3-6x its compile time
-    at 10 agents.)
+    (JAX's autodiff of the same forward reduces every gate entry separately: 1.45x the gradient's
+    run time and 3-6x its compile time at 10 agents.)
+
+    Layout. Both sweeps run on a population with the AGENTS LAST: states ``(D, B, A)``, gate
+    entries ``(A,)``, so every gate is one loop over contiguous runs of agents that the compiler
+    vectorises. ``jax.vmap`` over agents (how the engine runs a population) would put the agent
+    axis first, where XLA's loops run 1-16 scalar iterations per amplitude; the sweeps are
+    therefore ``custom_vmap`` functions whose batching rule moves the agents last and pads them to
+    a whole number of vector registers (:func:`_lanes`; padded agents have zero gates and states).
+    A call outside ``vmap`` is a population of one. The backward sweep recomputes the forward
+    states (rather than return them from the forward rule in the agent-first layout); XLA merges
+    the two identical forward sweeps of one program into one.
     """
     n, n_layers, dim = spec.n_qubits, spec.n_layers, spec.dim
     n_in, first = spec.n_inputs, spec.layer_order == "entangler_first"
@@ -292,78 +306,91 @@ def _adjoint_core(
         ops += [("u", layer, w) for w in range(n)]
         if not first:
             ops.append(("ent",))
-    n_rx = sum(op[0] == "rx" for op in ops)
-    n_gates = n * n_layers  # gate g = layer * n + wire
+
+    # -- the sweeps on the agents-last layout: state (D, B, A), u (n, L, 8, A), enc (L-1, n_in, 2, B, A)
+
+    def split(state: State, w: int) -> list[Array]:
+        """a0r, a1r, a0i, a1i: the halves with wire w's bit = 0, 1 (2**w, 2**(n-1-w), B, A)."""
+        re, im = state
+        shape = (2**w, 2, 2 ** (n - 1 - w), *re.shape[1:])
+        re, im = re.reshape(shape), im.reshape(shape)
+        return [re[:, 0], re[:, 1], im[:, 0], im[:, 1]]
+
+    def join(like: Array, n0r: Array, n1r: Array, n0i: Array, n1i: Array) -> State:
+        re = jnp.stack([n0r, n1r], 1).reshape(like.shape)
+        im = jnp.stack([n0i, n1i], 1).reshape(like.shape)
+        return re, im
+
+    def gate(state: State, w: int, e: list[Array]) -> State:
+        a0r, a1r, a0i, a1i = split(state, w)
+        ar, ai, br, bi, cr, ci, dr, di = e
+        n0r = ar * a0r - ai * a0i + br * a1r - bi * a1i
+        n0i = ar * a0i + ai * a0r + br * a1i + bi * a1r
+        n1r = cr * a0r - ci * a0i + dr * a1r - di * a1i
+        n1i = cr * a0i + ci * a0r + dr * a1i + di * a1r
+        return join(state[0], n0r, n1r, n0i, n1i)
+
+    def rx(state: State, w: int, c: Array, s: Array) -> State:  # RX = [[c, -is], [-is, c]]
+        a0r, a1r, a0i, a1i = split(state, w)
+        return join(
+            state[0], c * a0r + s * a1i, s * a0i + c * a1r, c * a0i - s * a1r, -s * a0r + c * a1i
+        )
+
+    def signs(x: Array) -> Array:
+        return jnp.asarray(sign, x.dtype).reshape(dim, *(1,) * (x.ndim - 1))
 
     def entangle(state: State) -> State:  # (Eψ)[c] = sign[c]·ψ[perm[c]]
         re, im = state
         if not identity_perm:
-            re, im = re[..., perm], im[..., perm]
+            re, im = re[perm], im[perm]
         if has_sign:
-            re, im = re * sign.astype(re.dtype), im * sign.astype(im.dtype)
+            re, im = re * signs(re), im * signs(im)
         return re, im
 
     def entangle_t(state: State) -> State:  # (E^T λ)[j] = sign[inv[j]]·λ[inv[j]]
         re, im = state
         if has_sign:
-            re, im = re * sign.astype(re.dtype), im * sign.astype(im.dtype)
+            re, im = re * signs(re), im * signs(im)
         if not identity_perm:
-            re, im = re[..., inv], im[..., inv]
+            re, im = re[inv], im[inv]
         return re, im
 
-    def forward(u: Array, enc: Array, re: Array, im: Array) -> tuple[Array, list[State]]:
-        states: list[State] = []
-        state = (re, im)
+    def forward(u: Array, enc: Array, state: State) -> list[State]:
+        """The state before every op, then the final state."""
+        states = [state]
         for op in ops:
-            states.append(state)
             if op[0] == "ent":
                 state = entangle(state)
             elif op[0] == "rx":
-                c, s = enc[..., op[1], op[2], 0], enc[..., op[1], op[2], 1]
-                state = _apply_rx(state, op[2], n, c, s)
+                state = rx(state, op[2], enc[op[1], op[2], 0], enc[op[1], op[2], 1])
             else:
-                state = _apply_1q(state, op[2], n, tuple(u[op[2], op[1], k] for k in range(8)))
-        states.append(state)
-        re, im = state
-        return re * re + im * im, states
+                state = gate(state, op[2], [u[op[2], op[1], k] for k in range(8)])
+            states.append(state)
+        return states
 
-    @jax.custom_vjp
-    def core(u: Array, enc: Array, re0: Array, im0: Array) -> Array:
-        return forward(u, enc, re0, im0)[0]
-
-    def core_fwd(u: Array, enc: Array, re0: Array, im0: Array) -> tuple[Array, Any]:
-        probs, states = forward(u, enc, re0, im0)
-        return probs, (u, enc, states)
-
-    def core_bwd(res: Any, g: Array) -> tuple[Array, Array, Array, Array]:
-        u, enc, states = res
+    def backward(u: Array, enc: Array, states: list[State], g: Array) -> tuple[Array, ...]:
         re, im = states[-1]
         lam: State = (2.0 * g * re, 2.0 * g * im)  # ∂L/∂ψ of L(|ψ|²)
-        prods: list[Array] = [jnp.zeros(0)] * n_gates  # per gate (8,)
-        rx_grads: list[Array] = [jnp.zeros(0)] * n_rx  # per RX gate (B, 2): d/dc, d/ds
-        k_rx = n_rx
+        du = [[jnp.zeros(0)] * n_layers for _ in range(n)]  # per gate (8, A)
+        d_enc = jnp.zeros_like(enc)
         for k in range(len(ops) - 1, -1, -1):
             op = ops[k]
             if op[0] == "ent":
                 lam = entangle_t(lam)
                 continue
             w = op[2]
-            _, (x0r, x1r, x0i, x1i) = _split(states[k], w, n)
-            _, (l0r, l1r, l0i, l1i) = _split(lam, w, n)
+            x0r, x1r, x0i, x1i = split(states[k], w)
+            l0r, l1r, l0i, l1i = split(lam, w)
             if op[0] == "rx":
-                k_rx -= 1
-                c, s = enc[..., op[1], w, 0], enc[..., op[1], w, 1]
-                # RX = [[c, -is], [-is, c]]: d/dc = Re Σ conj(λ_j)·ψ_j,
-                # d/ds = Σ Im(conj(λ_0)·ψ_1 + conj(λ_1)·ψ_0), Im(conj(l)·x) = l_r x_i - l_i x_r
+                c, s = enc[op[1], w, 0], enc[op[1], w, 1]
+                # d/dc = Re Σ conj(λ_j)·ψ_j, d/ds = Σ Im(conj(λ_0)·ψ_1 + conj(λ_1)·ψ_0)
                 dc = l0r * x0r + l0i * x0i + l1r * x1r + l1i * x1i
                 ds = l0r * x1i - l0i * x1r + l1r * x0i - l1i * x0r
-                rx_grads[k_rx] = jnp.stack([dc.sum((-2, -1)), ds.sum((-2, -1))], -1)
-                lam = _apply_rx(lam, w, n, c, -s)  # RX† = RX(-θ)
+                d_enc = d_enc.at[op[1], w].set(jnp.stack([dc.sum((0, 1)), ds.sum((0, 1))]))
+                lam = rx(lam, w, c, -s)  # RX† = RX(-θ)
                 continue
-            # (Re, -Im) of conj(λ_i)·ψ_j for ij = 00, 01, 10, 11, summed over the rows and the
-            # amplitude pairs: the gradients of u's entries. The 8 products are stacked LAST and
-            # reduced here: stacked first, XLA transposed each one into the population's layout
-            # (64 copies per step) before one reduction at the end, ~10 % of the critic's time.
+            # (Re, -Im) of conj(λ_i)·ψ_j for ij = 00, 01, 10, 11, summed over the amplitude
+            # pairs and the rows: the gradients of u's entries, per agent
             q = jnp.stack(
                 [
                     l0r * x0r + l0i * x0i,
@@ -374,18 +401,73 @@ def _adjoint_core(
                     l1i * x0r - l1r * x0i,
                     l1r * x1r + l1i * x1i,
                     l1i * x1r - l1r * x1i,
-                ],
-                -1,
-            )  # (*lead, 2**w, 2**(n-1-w), 8)
-            prods[op[1] * n + w] = q.sum(tuple(range(q.ndim - 1)))  # (8,)
+                ]
+            )  # (8, 2**w, 2**(n-1-w), B, A)
+            du[w][op[1]] = q.sum((1, 2, 3))
             e = [u[w, op[1], j] for j in range(8)]
             # U† = [[conj(u00), conj(u10)], [conj(u01), conj(u11)]]
-            adj = (e[0], -e[1], e[4], -e[5], e[2], -e[3], e[6], -e[7])
-            lam = _apply_1q(lam, w, n, adj)
-        grads = jnp.stack(prods)  # (G, 8)
-        du = grads.reshape(n_layers, n, 8).swapaxes(0, 1)
-        d_enc = jnp.stack(rx_grads, -2).reshape(enc.shape) if n_rx else jnp.zeros_like(enc)
-        return du, d_enc, lam[0], lam[1]
+            lam = gate(lam, w, [e[0], -e[1], e[4], -e[5], e[2], -e[3], e[6], -e[7]])
+        return jnp.stack([jnp.stack(d) for d in du]), d_enc, lam[0], lam[1]
+
+    # -- population in (agents first, as vmap hands it) <-> agents-last layout, padded
+
+    def to_last(args: tuple[Array, ...], batched: tuple[bool, ...], size: int) -> tuple[Any, ...]:
+        u, enc, re0, im0, *rest = (
+            x if b else jnp.broadcast_to(x, (size, *x.shape)) for x, b in zip(args, batched)
+        )
+        pad = -size % _lanes(re0.dtype) if size > 1 else 0
+
+        def last(x: Array) -> Array:
+            x = jnp.moveaxis(x, 0, -1)
+            return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)]) if pad else x
+
+        # u (A, n, L, 8) -> (n, L, 8, A); enc (A, B, L-1, n_in, 2) -> (L-1, n_in, 2, B, A);
+        # states (A, B, D) -> (D, B, A)
+        return (
+            last(u),
+            last(jnp.moveaxis(enc, 1, -1)),
+            last(re0.swapaxes(1, 2)),
+            *(last(x.swapaxes(1, 2)) for x in (im0, *rest)),
+        )
+
+    def first_state(x: Array, size: int) -> Array:  # (D, B, A') -> (A, B, D)
+        return jnp.moveaxis(x[..., :size], -1, 0).swapaxes(1, 2)
+
+    @custom_vmap
+    def probs_sweep(u: Array, enc: Array, re0: Array, im0: Array) -> Array:
+        out, _ = probs_rule(1, (False,) * 4, u, enc, re0, im0)
+        return out[0]
+
+    @probs_sweep.def_vmap
+    def probs_rule(size: int, batched: Any, *args: Array) -> tuple[Array, bool]:
+        u, enc, re0, im0 = jax.lax.optimization_barrier(to_last(args, tuple(batched), size))
+        re, im = forward(u, enc, (re0, im0))[-1]
+        return first_state(re * re + im * im, size), True
+
+    @custom_vmap
+    def grad_sweep(u: Array, enc: Array, re0: Array, im0: Array, g: Array) -> tuple[Array, ...]:
+        out, _ = grad_rule(1, (False,) * 5, u, enc, re0, im0, g)
+        return tuple(x[0] for x in out)
+
+    @grad_sweep.def_vmap
+    def grad_rule(
+        size: int, batched: Any, *args: Array
+    ) -> tuple[tuple[Array, ...], tuple[bool, ...]]:
+        u, enc, re0, im0, g = jax.lax.optimization_barrier(to_last(args, tuple(batched), size))
+        du, d_enc, lre, lim = backward(u, enc, forward(u, enc, (re0, im0)), g)
+        du = jnp.moveaxis(du[..., :size], -1, 0)  # (A, n, L, 8)
+        d_enc = jnp.moveaxis(jnp.moveaxis(d_enc[..., :size], -1, 0), -1, 1)  # (A, B, L-1, n_in, 2)
+        return (du, d_enc, first_state(lre, size), first_state(lim, size)), (True,) * 4
+
+    @jax.custom_vjp
+    def core(u: Array, enc: Array, re0: Array, im0: Array) -> Array:
+        return probs_sweep(u, enc, re0, im0)
+
+    def core_fwd(u: Array, enc: Array, re0: Array, im0: Array) -> tuple[Array, Any]:
+        return probs_sweep(u, enc, re0, im0), (u, enc, re0, im0)
+
+    def core_bwd(res: Any, g: Array) -> tuple[Array, ...]:
+        return grad_sweep(*res, g)
 
     core.defvjp(core_fwd, core_bwd)
     return core
