@@ -79,3 +79,26 @@ def test_a_second_writer_never_reopens_an_existing_file(tmp_path: Path) -> None:
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     assert [e.step for e in acc.Scalars("x")] == [99]
+
+
+@pytest.mark.parametrize(
+    "step, values",
+    [
+        (0, {"a": 0.0}),
+        (7, {"charts/episodic_return": 23.0, "losses/actor": -0.25, "x": float("nan")}),
+        (2**40, {"big": 1e39, "small": -1e39, "inf": float("inf"), "tiny": 1e-45}),
+        (-3, {"t" * 200: 1.5, "ünïcode/tag": 2.0}),
+        (5, {}),
+    ],
+)
+def test_row_bytes_equal_protobufs_serialisation(step: int, values: dict[str, float]) -> None:
+    """The directly written Event is byte for byte what TensorBoard's protobuf classes write."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from repro.events import _scalar_event
+
+    for wall_time in (0.0, 1796071044.125):
+        summary = Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in values.items()])
+        want = Event(wall_time=wall_time, step=step, summary=summary).SerializeToString()
+        assert _scalar_event(wall_time, step, values) == want
