@@ -17,6 +17,7 @@ expects).
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -24,7 +25,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 __all__ = ["EventWriter", "open_event_writer"]
 
@@ -46,18 +47,15 @@ class EventWriter:
         from tensorboard.compat.proto.event_pb2 import Event
 
         self._crc: ModuleType = google_crc32c
-        self._event: Any = Event
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         stem = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         self.path, self._file = _create(log_dir, stem)
-        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
         self._flushed = time.monotonic()
 
-    def _write(self, event: Any) -> None:
-        self._write_bytes(event.SerializeToString())
-
-    def _write_bytes(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> None:
+        """One TFRecord: length, its masked CRC, the serialised Event, its masked CRC."""
         header = struct.pack("<Q", len(data))
         self._file.write(
             header
@@ -68,7 +66,7 @@ class EventWriter:
 
     def add_row(self, step: int, values: Mapping[str, float]) -> None:
         """One event at ``step`` holding every ``tag -> value`` of ``values``."""
-        self._write_bytes(_scalar_event(time.time(), int(step), values))
+        self._write(_scalar_event(time.time(), int(step), values))
         if time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self.flush()
 
@@ -91,7 +89,6 @@ class EventWriter:
 # = 2 (float). ``tests/repro/test_events.py`` checks the bytes against ``SerializeToString``.
 _DOUBLE = struct.Struct("<d").pack
 _FLOAT = struct.Struct("<f").pack
-_VALUE_HEADS: dict[str, bytes] = {}
 
 
 def _varint(x: int) -> bytes:
@@ -103,15 +100,12 @@ def _varint(x: int) -> bytes:
     return bytes(out)
 
 
+@functools.cache
 def _value_head(tag: str) -> bytes:
     """Summary.value's key and length, Value.tag, and simple_value's key (its 4 bytes follow)."""
-    head = _VALUE_HEADS.get(tag)
-    if head is None:
-        raw = tag.encode()
-        tag_field = b"\x0a" + _varint(len(raw)) + raw
-        head = b"\x0a" + _varint(len(tag_field) + 5) + tag_field + b"\x15"
-        _VALUE_HEADS[tag] = head
-    return head
+    raw = tag.encode()
+    tag_field = b"\x0a" + _varint(len(raw)) + raw
+    return b"\x0a" + _varint(len(tag_field) + 5) + tag_field + b"\x15"
 
 
 def _float32(v: float) -> bytes:

@@ -54,24 +54,33 @@ def _join(lead: tuple[int, ...], n: int, n0r: Array, n1r: Array, n0i: Array, n1i
     return re, im
 
 
-def _apply_1q(state: State, wire: int, n: int, u: Mat) -> State:
-    """Apply the 2x2 gate ``u`` (entries: scalars, shared by the batch) to ``wire``."""
-    lead, (a0r, a1r, a0i, a1i) = _split(state, wire, n)
+def _mix_1q(halves: list[Array], u: Mat) -> tuple[Array, Array, Array, Array]:
+    """The 2x2 gate ``u`` on the amplitude pairs ``a0r, a1r, a0i, a1i``: n0r, n1r, n0i, n1i."""
+    a0r, a1r, a0i, a1i = halves
     ar, ai, br, bi, cr, ci, dr, di = u
     n0r = ar * a0r - ai * a0i + br * a1r - bi * a1i
     n0i = ar * a0i + ai * a0r + br * a1i + bi * a1r
     n1r = cr * a0r - ci * a0i + dr * a1r - di * a1i
     n1i = cr * a0i + ci * a0r + dr * a1i + di * a1r
-    return _join(lead, n, n0r, n1r, n0i, n1i)
+    return n0r, n1r, n0i, n1i
+
+
+def _mix_rx(halves: list[Array], c: Array, s: Array) -> tuple[Array, Array, Array, Array]:
+    """RX(θ) = [[c, -i s], [-i s, c]] on the amplitude pairs: n0r, n1r, n0i, n1i."""
+    a0r, a1r, a0i, a1i = halves
+    return c * a0r + s * a1i, s * a0i + c * a1r, c * a0i - s * a1r, -s * a0r + c * a1i
+
+
+def _apply_1q(state: State, wire: int, n: int, u: Mat) -> State:
+    """Apply the 2x2 gate ``u`` (entries: scalars, shared by the batch) to ``wire``."""
+    lead, halves = _split(state, wire, n)
+    return _join(lead, n, *_mix_1q(halves, u))
 
 
 def _apply_rx(state: State, wire: int, n: int, c: Array, s: Array) -> State:
-    """RX(θ) = [[c, -i s], [-i s, c]], c = cos(θ/2), s = sin(θ/2) of shape (B,)."""
-    lead, (a0r, a1r, a0i, a1i) = _split(state, wire, n)
-    c, s = c[..., None, None], s[..., None, None]
-    n0r, n0i = c * a0r + s * a1i, c * a0i - s * a1r
-    n1r, n1i = s * a0i + c * a1r, -s * a0r + c * a1i
-    return _join(lead, n, n0r, n1r, n0i, n1i)
+    """RX(θ) with c = cos(θ/2), s = sin(θ/2) of shape (B,)."""
+    lead, halves = _split(state, wire, n)
+    return _join(lead, n, *_mix_rx(halves, c[..., None, None], s[..., None, None]))
 
 
 def _matmul(g: Mat, u: Mat) -> Mat:
@@ -250,7 +259,7 @@ def circuit_fn(
             enc = jnp.zeros((*x.shape[:-1], 0, n_in, 2), x.dtype)
         # Materialise the gate entries, encoding and initial state before the gates: without the
         # barrier XLA fuses the cos/sin and 2x2 products into every gate's kernel and recomputes
-        # them per amplitude (2.6x the circuit's run time; see _adjoint_core).
+        # them per amplitude (2.6x the circuit's run time then).
         u, enc, re0, im0 = jax.lax.optimization_barrier((u, enc, re0, im0))
         probs = core(u, enc, re0, im0)  # (B, D)
         return probs @ readout.astype(probs.dtype)  # (B, m)
@@ -272,7 +281,7 @@ def _adjoint_core(
     The circuit after its first encoding: per layer the re-uploaded RX gates (``enc``: their
     cos and sin of the half angle, per row), the entangler (a signed permutation) and one 2x2
     gate per wire (``u``: the wire's whole rotation string, entries u00, u01, u10, u11 as (re, im)
-    pairs), applied with the elementwise arithmetic of :func:`_apply_1q`.
+    pairs), applied with the elementwise arithmetic of :func:`_mix_1q`.
 
     The gradient is the adjoint method: the cotangent ``λ = ∂L/∂ψ`` runs backwards through the
     transposed gates (``U†``), and a gate's entry ``u_ij = a + ib`` gets ``∂L/∂a = Re S_ij``,
@@ -322,19 +331,10 @@ def _adjoint_core(
         return re, im
 
     def gate(state: State, w: int, e: list[Array]) -> State:
-        a0r, a1r, a0i, a1i = split(state, w)
-        ar, ai, br, bi, cr, ci, dr, di = e
-        n0r = ar * a0r - ai * a0i + br * a1r - bi * a1i
-        n0i = ar * a0i + ai * a0r + br * a1i + bi * a1r
-        n1r = cr * a0r - ci * a0i + dr * a1r - di * a1i
-        n1i = cr * a0i + ci * a0r + dr * a1i + di * a1r
-        return join(state[0], n0r, n1r, n0i, n1i)
+        return join(state[0], *_mix_1q(split(state, w), tuple(e)))
 
-    def rx(state: State, w: int, c: Array, s: Array) -> State:  # RX = [[c, -is], [-is, c]]
-        a0r, a1r, a0i, a1i = split(state, w)
-        return join(
-            state[0], c * a0r + s * a1i, s * a0i + c * a1r, c * a0i - s * a1r, -s * a0r + c * a1i
-        )
+    def rx(state: State, w: int, c: Array, s: Array) -> State:
+        return join(state[0], *_mix_rx(split(state, w), c, s))
 
     def signs(x: Array) -> Array:
         return jnp.asarray(sign, x.dtype).reshape(dim, *(1,) * (x.ndim - 1))
@@ -412,10 +412,10 @@ def _adjoint_core(
     # -- population in (agents first, as vmap hands it) <-> agents-last layout, padded
 
     def to_last(args: tuple[Array, ...], batched: tuple[bool, ...], size: int) -> tuple[Any, ...]:
-        u, enc, re0, im0, *rest = (
+        u, enc, *states = (
             x if b else jnp.broadcast_to(x, (size, *x.shape)) for x, b in zip(args, batched)
         )
-        pad = -size % _lanes(re0.dtype) if size > 1 else 0
+        pad = -size % _lanes(states[0].dtype) if size > 1 else 0
 
         def last(x: Array) -> Array:
             x = jnp.moveaxis(x, 0, -1)
@@ -426,8 +426,7 @@ def _adjoint_core(
         return (
             last(u),
             last(jnp.moveaxis(enc, 1, -1)),
-            last(re0.swapaxes(1, 2)),
-            *(last(x.swapaxes(1, 2)) for x in (im0, *rest)),
+            *(last(x.swapaxes(1, 2)) for x in states),
         )
 
     def first_state(x: Array, size: int) -> Array:  # (D, B, A') -> (A, B, D)
