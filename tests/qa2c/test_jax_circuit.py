@@ -149,7 +149,9 @@ def test_compiled_gradient_computes_each_cos_once(kw: dict[str, Any], sources: i
     def loss(ww: jax.Array, xx: jax.Array, iw: jax.Array | None) -> jax.Array:
         return f(ww, xx, iw).sum()
 
-    grad = jax.vmap(jax.value_and_grad(loss, argnums=(0, 2) if kw else 0), in_axes=(0, 0, None))
+    grad = jax.vmap(
+        jax.value_and_grad(loss, argnums=(0, 2) if iw is not None else 0), in_axes=(0, 0, None)
+    )
     hlo = jax.jit(grad).lower(w, jnp.ones((3, 2, v.n_inputs), w.dtype), iw).compile().as_text()
     assert hlo.count(" cosine(") == sources
     assert hlo.count(" sine(") == sources

@@ -83,9 +83,8 @@ def _apply_rx(state: State, wire: int, n: int, c: Array, s: Array) -> State:
     return _join(lead, n, *_mix_rx(halves, c[..., None, None], s[..., None, None]))
 
 
-@jax.custom_jvp
 def _keep(x: Array) -> Array:
-    """``x``, computed once and stored (its tangent passes through unchanged).
+    """``x``, computed once and stored.
 
     XLA's CPU fusion recomputes an elementwise producer inside every consumer's loop, per output
     element: the cos/sin of a circuit's 24 weights were recomputed in a dozen kernels, and the
@@ -95,11 +94,6 @@ def _keep(x: Array) -> Array:
     a max of ``x`` and itself away).
     """
     return jnp.stack([x, jnp.ones_like(x)]).prod(0)
-
-
-@_keep.defjvp
-def _keep_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    return _keep(primals[0]), tangents[0]
 
 
 @jax.custom_jvp
@@ -288,9 +282,10 @@ def circuit_fn(
             enc = jnp.stack(_cos_sin(h), -1)  # (B, L-1, n_in, 2)
         else:
             enc = jnp.zeros((*x.shape[:-1], 0, n_in, 2), x.dtype)
-        # Materialise the gate entries, encoding and initial state before the gates: without the
-        # barrier XLA fuses the cos/sin and 2x2 products into every gate's kernel and recomputes
-        # them per amplitude (2.6x the circuit's run time then).
+        # A barrier before the gates, from an earlier release (measured then: without it XLA
+        # recomputed the cos/sin and 2x2 products in every gate's kernel, 2.6x the run time).
+        # XLA's CPU fusion now crosses it; the cos/sin are stored by _cos_sin. It stays because
+        # removing it changes the compiled program, and that change is unmeasured.
         u, enc, re0, im0 = jax.lax.optimization_barrier((u, enc, re0, im0))
         probs = core(u, enc, re0, im0)  # (B, D)
         return probs @ readout.astype(probs.dtype)  # (B, m)
